@@ -277,7 +277,7 @@ class Corrections:
     extra: dict = field(default_factory=dict)
 
 
-def _check_writable_target(out: Path, source_folder: Path) -> None:
+def _check_writable_target(out: Path, source_folder: Path, patient_id: str) -> None:
     if out.resolve() == source_folder.resolve() or (out.is_dir() and is_patient_folder(out) and any(
         not parse_slice_name(p.name)[2] for p in out.iterdir() if parse_slice_name(p.name)
     )):
@@ -285,6 +285,23 @@ def _check_writable_target(out: Path, source_folder: Path) -> None:
             f"{out}: this folder holds patient images; corrections go to a folder of their own "
             "so the dataset's expert masks are never overwritten"
         )
+    if out.exists() and not out.is_dir():
+        raise LGGWriteError(f"{out}: exists and is not a folder; corrections are saved as a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not is_corrections_folder(out):
+            raise LGGWriteError(
+                f"{out}: this folder already holds other files; save corrections to a new or "
+                "empty folder (or over earlier corrections of the same patient)"
+            )
+        try:
+            other = json.loads((out / SIDECAR).read_text()).get("patient_id")
+        except (OSError, ValueError, AttributeError):
+            other = None
+        if other != patient_id:
+            raise LGGWriteError(
+                f"{out / SIDECAR}: these are corrections of {other or 'an unknown patient'}, "
+                f"not {patient_id}; choose another folder"
+            )
 
 
 def write_corrections(
@@ -299,9 +316,10 @@ def write_corrections(
 ) -> Path:
     """Write ``mask`` (Z, H, W; >0 is tumour) as a corrections folder; returns the sidecar path.
 
-    Refuses a mask whose shape does not match the patient's slices and any folder holding images.
-    Every file is staged in a temporary folder first, then renamed into place, sidecar last, so a
-    failure leaves existing files as they were.
+    Refuses a mask whose shape does not match the patient's slices, any folder holding images,
+    and an existing folder that is neither empty nor earlier corrections of the same patient.
+    Every file is staged in a temporary folder beside ``out_folder``, which is then renamed into
+    place (earlier corrections are swapped out whole), so a failure leaves existing files as they were.
     """
     import tifffile
 
@@ -322,7 +340,7 @@ def write_corrections(
             f"mask for {patient_id} has shape {mask.shape}, but {source_folder} has "
             f"{expected[0]} slices of {hw[0]}x{hw[1]}: refusing to save a mask of another patient"
         )
-    _check_writable_target(out, source_folder)
+    _check_writable_target(out, source_folder, patient_id)
     reviewed = sorted({int(i) for i in reviewed_slices})
     if any(i < 0 or i >= expected[0] for i in reviewed):
         raise ValueError(f"reviewed slice indices {reviewed} outside 0..{expected[0] - 1}")
@@ -353,8 +371,16 @@ def write_corrections(
         if not out.exists():
             os.replace(staging, out)  # a brand-new folder appears whole or not at all
             return out / SIDECAR
-        for name in [*names, SIDECAR]:
-            os.replace(staging / name, out / name)
+        # earlier corrections: swap the whole folder, putting the old one back on failure, so a
+        # reader never sees a mix of old and new masks
+        backup = staging.with_name(staging.name + "-old")
+        os.replace(out, backup)
+        try:
+            os.replace(staging, out)
+        except OSError:
+            os.replace(backup, out)
+            raise
+        shutil.rmtree(backup, ignore_errors=True)
     except OSError as exc:
         raise LGGWriteError(f"{out}: cannot write corrections here ({exc.strerror or exc})") from exc
     finally:
@@ -375,7 +401,9 @@ def read_corrections(folder: str | os.PathLike) -> Corrections:
     if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
         raise LGGFormatError(f"{sidecar_path}: not a napari-lggseg corrections sidecar")
     pid = meta.get("patient_id")
-    source = Path(meta.get("source_folder", ""))
+    if not pid or not meta.get("source_folder"):
+        raise LGGFormatError(f"{sidecar_path}: the sidecar lacks 'patient_id' or 'source_folder'")
+    source = Path(meta["source_folder"])
     if not source.is_dir():
         raise LGGFormatError(
             f"{sidecar_path}: its source image folder {source} does not exist "

@@ -1,0 +1,90 @@
+"""Shared fixtures: tiny LGG-format patients written with tifffile, and the real data when present."""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# napari saves its settings whenever they change (the tests change reader preferences): keep
+# them out of the user's configuration. Must happen before napari.settings is imported.
+if "NAPARI_CONFIG" not in os.environ:
+    _cfg_dir = tempfile.mkdtemp(prefix="lggseg-test-napari-settings-")
+    atexit.register(shutil.rmtree, _cfg_dir, ignore_errors=True)
+    os.environ["NAPARI_CONFIG"] = os.path.join(_cfg_dir, "settings.yaml")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+KAGGLE_ROOT = (REPO_ROOT / ".." / "shared" / "lgg" / "kaggle_3m").resolve()
+PATIENT_ID = "TCGA_XX_0001_20000101"
+
+
+def write_lgg_patient(
+    root: Path,
+    name: str = PATIENT_ID,
+    n: int = 12,
+    size: int = 32,
+    masks: bool = True,
+    tiff_kwargs: dict | None = None,
+    seed: int = 0,
+) -> Path:
+    """Write a small patient ``root/name/`` in the dataset's layout. Every slice is different
+    (random pixels plus its number in the corner), so a wrong slice order shows."""
+    import tifffile
+
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    kw = tiff_kwargs or {}
+    for i in range(1, n + 1):
+        img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        img[0, 0] = i
+        tifffile.imwrite(folder / f"{name}_{i}.tif", img, photometric="rgb", **kw)
+        if masks:
+            m = np.zeros((size, size), np.uint8)
+            if n // 3 <= i <= 2 * n // 3:
+                m[size // 4 : size // 4 + i, size // 3 : size // 2] = 255
+            tifffile.imwrite(folder / f"{name}_{i}_mask.tif", m, **kw)
+    return folder
+
+
+@pytest.fixture
+def make_lgg_patient(tmp_path):
+    """Factory: ``make_lgg_patient(name=..., n=..., size=..., masks=..., tiff_kwargs=..., root=...)``
+    -> the patient folder (under ``tmp_path/data`` unless ``root`` is given)."""
+
+    def make(name: str = PATIENT_ID, n: int = 12, root: Path | None = None, **kwargs) -> Path:
+        return write_lgg_patient(root or tmp_path / "data", name=name, n=n, **kwargs)
+
+    return make
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root``: compare before and after to prove nothing changed."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(root).rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture
+def kaggle_root() -> Path:
+    """The real ``kaggle_3m`` folder beside the repository (``../shared/lgg/kaggle_3m``)."""
+    if not KAGGLE_ROOT.is_dir():
+        pytest.skip(f"real LGG data not found at {KAGGLE_ROOT}")
+    return KAGGLE_ROOT
+
+
+@pytest.fixture
+def real_patient(kaggle_root) -> Path:
+    """The real patient with the fewest slices (fast to read)."""
+    folders = [p for p in kaggle_root.iterdir() if p.is_dir() and p.name.startswith("TCGA_")]
+    if not folders:
+        pytest.skip(f"no patient folders in {kaggle_root}")
+    return min(folders, key=lambda p: (len(os.listdir(p)), p.name))
