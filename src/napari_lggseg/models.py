@@ -1,0 +1,329 @@
+"""The model store: shipped models (read-only, inside the package) and the user's own versions.
+
+Each model is a folder ``<name>/`` with ``model.safetensors`` and ``card.json`` (architecture,
+input channels, preprocessing recipe, parent, training data, metrics, hyper-parameters, intended
+use, data licence, created, sha256 of the weights). Weights never go through pickle; the hash is
+checked on every load. User models live under the platform's user data folder, or
+``$LGGSEG_MODEL_DIR`` (tests point it at a temporary folder).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+SHIPPED_DIR = Path(__file__).parent / "weights"
+WEIGHTS = "model.safetensors"
+CARD = "card.json"
+REFERENCE_NAME = "buda2019-reference"
+REFERENCE_URL = ("https://github.com/mateuszbuda/brain-segmentation-pytorch/releases/download/v1.0/"
+                 "unet-e012d006.pt")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,80}$")
+
+
+class ModelError(RuntimeError):
+    """A model that is missing, damaged or not allowed for this operation."""
+
+
+def user_model_dir() -> Path:
+    env = os.environ.get("LGGSEG_MODEL_DIR")
+    if env:
+        return Path(env)
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("napari-lggseg", appauthor=False)) / "models"
+
+
+def cache_dir() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("LGGSEG_CACHE_DIR") or user_cache_dir("napari-lggseg", appauthor=False))
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    path: Path  # the model's folder
+    card: dict
+    shipped: bool
+
+    @property
+    def val_dice(self) -> float | None:
+        m = self.card.get("metrics", {})
+        return m.get("val_mean_dice")
+
+    @property
+    def parent(self) -> str | None:
+        return self.card.get("parent")
+
+    def label(self) -> str:
+        d = self.val_dice
+        return f"{self.name}" + (f" (val Dice {d:.3f})" if d is not None else "") + (" [shipped]" if self.shipped else "")
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read_info(folder: Path, shipped: bool) -> ModelInfo | None:
+    card_path = folder / CARD
+    if not card_path.is_file() or not (folder / WEIGHTS).is_file():
+        return None
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, ValueError):
+        return None
+    return ModelInfo(folder.name, folder, card, shipped)
+
+
+def list_models() -> list[ModelInfo]:
+    """Shipped models first (default first), then the user's, newest last."""
+    out: list[ModelInfo] = []
+    for root, shipped in ((SHIPPED_DIR, True), (user_model_dir(), False)):
+        if root.is_dir():
+            infos = [i for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")
+                     if (i := _read_info(p, shipped))]
+            if shipped:
+                infos.sort(key=lambda i: (not i.card.get("default", False), i.name))
+            else:
+                infos.sort(key=lambda i: i.card.get("created", ""))
+            out += infos
+    return out
+
+
+def get_model(name: str) -> ModelInfo:
+    """A model by name (or by the path of its folder)."""
+    p = Path(name)
+    if p.is_dir() and (p / CARD).is_file():
+        info = _read_info(p, shipped=False)
+        if info:
+            return info
+    for info in list_models():
+        if info.name == name:
+            return info
+    names = ", ".join(i.name for i in list_models()) or "none"
+    raise ModelError(f"unknown model {name!r} (available: {names})")
+
+
+def default_model_name(device_type: str = "cpu") -> str:
+    """The shipped default; on a GPU the shipped 'accurate' model when there is one."""
+    shipped = [i for i in list_models() if i.shipped]
+    if device_type in ("cuda", "mps"):
+        for i in shipped:
+            if i.card.get("role") == "accurate":
+                return i.name
+    for i in shipped:
+        if i.card.get("default"):
+            return i.name
+    if shipped:
+        return shipped[0].name
+    users = [i for i in list_models() if not i.shipped]
+    if users:
+        return users[-1].name
+    raise ModelError("no model installed: the package's shipped weights are missing")
+
+
+def load_state_dict(info: ModelInfo) -> dict:
+    """Weights as float32 tensors, after checking the file's hash against the card."""
+    from safetensors.torch import load_file
+
+    path = info.path / WEIGHTS
+    expected = info.card.get("sha256")
+    actual = sha256_of(path)
+    if expected != actual:
+        raise ModelError(f"{path}: weights do not match the sha256 in {info.path / CARD} "
+                         f"(damaged or edited file; expected {expected}, found {actual})")
+    sd = load_file(str(path))
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
+
+
+def build_model(card: dict):
+    from .unet import UNet
+
+    arch = card.get("architecture", {})
+    return UNet(in_channels=int(arch.get("in_channels", 3)), out_channels=1, width=int(arch.get("width", 32)))
+
+
+def load_model(name: str):
+    """(network in eval mode on the CPU, ModelInfo)."""
+    from .unet import load_state_dict_strict
+
+    info = get_model(name)
+    model = build_model(info.card)
+    load_state_dict_strict(model, load_state_dict(info), source=str(info.path / WEIGHTS))
+    model.eval()
+    return model, info
+
+
+def unique_name(base: str) -> str:
+    """``base`` or ``base-v2``, ``base-v3``... so a new version never replaces an old one."""
+    taken = {i.name for i in list_models()}
+    if base not in taken:
+        return base
+    stem = re.sub(r"-v\d+$", "", base)
+    k = 2
+    while f"{stem}-v{k}" in taken:
+        k += 1
+    return f"{stem}-v{k}"
+
+
+def check_name(name: str) -> str:
+    if not _NAME_RE.match(name):
+        raise ModelError(f"model name {name!r}: use letters, digits, '.', '_' or '-' (at most 80)")
+    return name
+
+
+def save_model(state_dict: dict, card: dict, name: str, root: Path | None = None, half: bool = False) -> ModelInfo:
+    """Write a new model folder atomically (staged, then renamed); refuses an existing name."""
+    import torch
+    from safetensors.torch import save_file
+
+    check_name(name)
+    root = Path(root) if root else user_model_dir()
+    final = root / name
+    if final.exists() or any(i.name == name for i in list_models()):
+        raise ModelError(f"a model named {name!r} already exists: choose another name")
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
+    try:
+        tensors = {}
+        for k, v in state_dict.items():
+            v = v.detach().cpu()
+            if half and v.is_floating_point() and not k.endswith(("running_var", "running_mean")):
+                v = v.to(torch.float16)
+            tensors[k] = v.contiguous()
+        save_file(tensors, str(staging / WEIGHTS))
+        card = dict(card)
+        card.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        card["name"] = name
+        card["sha256"] = sha256_of(staging / WEIGHTS)
+        (staging / CARD).write_text(json.dumps(card, indent=2))
+        _make_readable(staging)
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ModelInfo(name, final, card, shipped=False)
+
+
+def _make_readable(folder: Path) -> None:
+    """mkdtemp makes 0700 folders; a model folder is ordinary data."""
+    os.chmod(folder, 0o755)
+    for f in folder.iterdir():
+        os.chmod(f, 0o644)
+
+
+def _user_info(name: str) -> ModelInfo:
+    info = get_model(name)
+    if info.shipped:
+        raise ModelError(f"{name!r} is a shipped model: it cannot be renamed or deleted")
+    return info
+
+
+def rename_model(name: str, new_name: str) -> ModelInfo:
+    info = _user_info(name)
+    check_name(new_name)
+    if any(i.name == new_name for i in list_models()):
+        raise ModelError(f"a model named {new_name!r} already exists")
+    card = dict(info.card, name=new_name)
+    target = info.path.parent / new_name
+    os.replace(info.path, target)
+    _write_card(target, card)
+    return ModelInfo(new_name, target, card, False)
+
+
+def _write_card(folder: Path, card: dict) -> None:
+    tmp = folder / f".{CARD}.tmp"
+    tmp.write_text(json.dumps(card, indent=2))
+    os.replace(tmp, folder / CARD)
+
+
+def delete_model(name: str) -> None:
+    info = _user_info(name)
+    trash = info.path.parent / f".{name}.deleting"
+    os.replace(info.path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def export_model(name: str, dest: str | os.PathLike) -> Path:
+    """Copy a model folder (weights + card) to ``dest/<name>``."""
+    info = get_model(name)
+    target = Path(dest) / info.name
+    if target.exists():
+        raise ModelError(f"{target} already exists")
+    shutil.copytree(info.path, target)
+    return target
+
+
+def import_model(folder: str | os.PathLike, name: str | None = None) -> ModelInfo:
+    """Copy an exported model folder into the user store after checking its hash."""
+    src = Path(folder)
+    info = _read_info(src, shipped=False)
+    if info is None:
+        raise ModelError(f"{src}: not a model folder (needs {WEIGHTS} and {CARD})")
+    load_state_dict(info)  # verifies the hash
+    name = check_name(name or info.name)
+    if any(i.name == name for i in list_models()):
+        raise ModelError(f"a model named {name!r} already exists: import it under another name")
+    root = user_model_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
+    try:
+        for f in (WEIGHTS, CARD):
+            shutil.copy2(src / f, staging / f)
+        _write_card(staging, dict(info.card, name=name))
+        _make_readable(staging)
+        os.replace(staging, root / name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return get_model(name)
+
+
+def download_reference() -> ModelInfo:
+    """Fetch Buda et al.'s published weights once (pooch, cached), store them as a user model.
+
+    They were trained on 100 of the 110 LGG patients: never use them to initialise, select or
+    distil our models, and never report them on our test split as if unseen.
+    """
+    existing = [i for i in list_models() if i.name == REFERENCE_NAME]
+    if existing:
+        return existing[0]
+    import pooch
+    import torch
+
+    from .preprocess import REFERENCE
+    from .unet import UNet, load_state_dict_strict
+
+    try:
+        path = pooch.retrieve(REFERENCE_URL, known_hash=None, path=cache_dir(), progressbar=False)
+    except Exception as exc:
+        raise ModelError(
+            f"could not download the reference weights from {REFERENCE_URL} ({type(exc).__name__}: {exc}). "
+            "Are you offline? The shipped models work without a network."
+        ) from exc
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    model = UNet(3, 1, 32)
+    load_state_dict_strict(model, sd, source=path)
+    card = {
+        "architecture": {"name": "unet-buda2019", "width": 32, "in_channels": 3, "out_channels": 1},
+        "preprocessing": REFERENCE.to_dict(),
+        "postprocessing": {"method": "largest", "threshold": 0.5},
+        "parent": None,
+        "training_data": {"source": "Buda et al. 2019, 100 of the 110 LGG patients (not ours)"},
+        "intended_use": "comparison with the published model; trained on patients outside our splits",
+        "data_licence": "TCGA-LGG / kaggle LGG dataset, CC BY-NC-SA 4.0",
+        "source_url": REFERENCE_URL,
+    }
+    return save_model(model.state_dict(), card, REFERENCE_NAME)

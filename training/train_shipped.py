@@ -1,0 +1,97 @@
+"""Train a shipped model from ../shared/lgg/kaggle_3m alone, through the package's training engine.
+
+Reproducible: the splits are training/splits.json, the seed and every hyper-parameter are
+arguments recorded in the model card, the budget is wall-clock minutes (the cosine schedule
+follows the clock, so a slower machine makes fewer steps of the same shape). A later run can
+continue from committed weights with ``--continue-from NAME`` (fresh optimizer; the card
+records the lineage).
+
+The default recipe (see training/REPORT.md for why):
+
+    nohup python training/train_shipped.py --name lgg-fast-w16 --minutes 85 > runs/lgg-fast-w16.log &
+
+Validation Dice (10 patients) picks the checkpoint; the test split is not read here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from napari_lggseg import models
+from napari_lggseg.preprocess import Recipe
+from napari_lggseg.training import TrainConfig, load_volumes, model_card, train
+from napari_lggseg.unet import UNet, load_state_dict_strict
+
+HERE = Path(__file__).parent
+DEFAULT_DATA = HERE.parent.parent / "shared" / "lgg" / "kaggle_3m"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--minutes", type=float, default=85)
+    ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--context", type=int, default=1)
+    ap.add_argument("--channels", default="pre-contrast,FLAIR,post-contrast")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--loss", default="dice+bce")
+    ap.add_argument("--substitute", type=float, default=0.4)
+    ap.add_argument("--steps-per-epoch", type=int, default=150)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--continue-from", default=None, help="a shipped/user model to continue from")
+    ap.add_argument("--role", default="default", choices=["default", "accurate", "none"])
+    ap.add_argument("--out-root", type=Path, default=models.SHIPPED_DIR)
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    splits = json.loads((HERE / "splits.json").read_text())
+    recipe = Recipe(size=args.size, context=args.context, channels=tuple(args.channels.split(",")))
+    t0 = time.time()
+    train_vols = load_volumes([args.data], patients=set(splits["train"]))
+    val_vols = load_volumes([args.data], patients=set(splits["validation"]))
+    print(f"loaded {len(train_vols)} train / {len(val_vols)} validation volumes in {time.time() - t0:.1f} s", flush=True)
+
+    model = UNet(recipe.in_channels, 1, args.width)
+    parent = None
+    if args.continue_from:
+        base, info = models.load_model(args.continue_from)
+        load_state_dict_strict(model, base.state_dict(), args.continue_from)
+        parent = info.name
+    cfg = TrainConfig(minutes=args.minutes, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
+                      lr=args.lr, loss=args.loss, substitute=args.substitute, seed=args.seed,
+                      device=args.device, warmup_steps=100)
+
+    def progress(ev):
+        if ev["kind"] == "epoch":
+            print(json.dumps(ev), flush=True)
+
+    runs = HERE.parent / "runs"
+    result = train(model, recipe, train_vols, val_vols, cfg, progress=progress,
+                   checkpoint=runs / f"{args.name}.ckpt.safetensors")
+    print(f"stopped: {result.stopped}; best epoch {result.best_epoch} val Dice {result.best_val_dice:.4f}; "
+          f"{result.steps} steps in {result.seconds / 60:.1f} min", flush=True)
+    card = model_card(recipe, args.width, result, cfg, parent,
+                      recipe_command="python training/train_shipped.py " + " ".join(
+                          f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                          if v is not None and k not in ("data", "out_root")),
+                      hardware=f"{torch.get_num_threads()} CPU threads, device {cfg.device}",
+                      splits="training/splits.json")
+    if args.role != "none":
+        card["role"] = args.role
+        card["default"] = args.role == "default"
+    info = models.save_model(result.state_dict, card, args.name, root=args.out_root, half=True)
+    print(f"saved {info.path}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
