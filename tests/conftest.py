@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 
 # napari saves its settings whenever they change (the tests change reader preferences): keep
 # them out of the user's configuration. Must happen before napari.settings is imported.
@@ -51,6 +52,78 @@ def write_lgg_patient(
                 m[size // 4 : size // 4 + i, size // 3 : size // 2] = 255
             tifffile.imwrite(folder / f"{name}_{i}_mask.tif", m, **kw)
     return folder
+
+
+# --------------------------------------------------------------------------- broken patients
+# Each breaks a patient written by write_lgg_patient(n=8) and returns the file name the error must
+# name; BAD_PATIENTS maps a case to (breaker, words the message must contain).
+
+
+def _empty(folder: Path) -> str:
+    for p in folder.iterdir():
+        p.unlink()
+    return folder.name
+
+
+def _gap(folder: Path) -> str:
+    (folder / f"{PATIENT_ID}_3.tif").unlink()
+    (folder / f"{PATIENT_ID}_3_mask.tif").unlink()
+    return f"{PATIENT_ID}_3.tif"
+
+
+def _other_shape(folder: Path) -> str:
+    tifffile.imwrite(folder / f"{PATIENT_ID}_4.tif", np.zeros((40, 32, 3), np.uint8), photometric="rgb")
+    return f"{PATIENT_ID}_4.tif"
+
+
+def _grayscale(folder: Path) -> str:
+    tifffile.imwrite(folder / f"{PATIENT_ID}_2.tif", np.zeros((32, 32), np.uint8))
+    return f"{PATIENT_ID}_2.tif"
+
+
+def _sixteen_bit(folder: Path) -> str:
+    tifffile.imwrite(folder / f"{PATIENT_ID}_5.tif", np.zeros((32, 32, 3), np.uint16), photometric="rgb")
+    return f"{PATIENT_ID}_5.tif"
+
+
+def _masks_only(folder: Path) -> str:
+    for p in folder.iterdir():
+        if not p.name.endswith("_mask.tif"):
+            p.unlink()
+    return f"{PATIENT_ID}_1_mask.tif"
+
+
+def _non_binary_mask(folder: Path) -> str:
+    m = np.zeros((32, 32), np.uint8)
+    m[3:9, 3:9] = 128
+    m[4, 4] = 255
+    tifffile.imwrite(folder / f"{PATIENT_ID}_6_mask.tif", m)
+    return f"{PATIENT_ID}_6_mask.tif"
+
+
+def _truncated(folder: Path) -> str:
+    p = folder / f"{PATIENT_ID}_3.tif"
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 3])
+    return p.name
+
+
+def _garbage(folder: Path) -> str:
+    (folder / f"{PATIENT_ID}_7.tif").write_bytes(b"this is not a TIFF at all" * 10)
+    return f"{PATIENT_ID}_7.tif"
+
+
+BAD_PATIENTS = {
+    "empty LGG-named folder": (_empty, "no slices"),
+    "gap in slice numbers": (_gap, "slice 3 is missing"),
+    "slices of different shapes": (_other_shape, "differs from"),
+    "grayscale slice": (_grayscale, "grayscale"),
+    "16-bit slice": (_sixteen_bit, "uint16"),
+    "masks without images": (_masks_only, "mask without images"),
+    "non-binary mask": (_non_binary_mask, "not binary"),
+    "truncated TIFF": (_truncated, "cannot read this TIFF"),
+    "not a TIFF": (_garbage, "cannot read this TIFF"),
+}
 
 
 @pytest.fixture

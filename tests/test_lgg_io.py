@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from conftest import PATIENT_ID, tree_hashes
+from conftest import BAD_PATIENTS, PATIENT_ID, tree_hashes
 
 from napari_lggseg import lgg_io
 from napari_lggseg.lgg_io import (
@@ -193,73 +193,6 @@ def test_refuses_folder_with_other_files_or_other_patient(make_lgg_patient, tmp_
 
 
 # --------------------------------------------------------------------------- bad inputs
-
-
-def _empty(folder: Path) -> str:
-    for p in folder.iterdir():
-        p.unlink()
-    return folder.name
-
-
-def _gap(folder: Path) -> str:
-    (folder / f"{PATIENT_ID}_3.tif").unlink()
-    (folder / f"{PATIENT_ID}_3_mask.tif").unlink()
-    return f"{PATIENT_ID}_3.tif"
-
-
-def _other_shape(folder: Path) -> str:
-    tifffile.imwrite(folder / f"{PATIENT_ID}_4.tif", np.zeros((40, 32, 3), np.uint8), photometric="rgb")
-    return f"{PATIENT_ID}_4.tif"
-
-
-def _grayscale(folder: Path) -> str:
-    tifffile.imwrite(folder / f"{PATIENT_ID}_2.tif", np.zeros((32, 32), np.uint8))
-    return f"{PATIENT_ID}_2.tif"
-
-
-def _sixteen_bit(folder: Path) -> str:
-    tifffile.imwrite(folder / f"{PATIENT_ID}_5.tif", np.zeros((32, 32, 3), np.uint16), photometric="rgb")
-    return f"{PATIENT_ID}_5.tif"
-
-
-def _masks_only(folder: Path) -> str:
-    for p in folder.iterdir():
-        if not p.name.endswith("_mask.tif"):
-            p.unlink()
-    return f"{PATIENT_ID}_1_mask.tif"
-
-
-def _non_binary_mask(folder: Path) -> str:
-    m = np.zeros((32, 32), np.uint8)
-    m[3:9, 3:9] = 128
-    m[4, 4] = 255
-    tifffile.imwrite(folder / f"{PATIENT_ID}_6_mask.tif", m)
-    return f"{PATIENT_ID}_6_mask.tif"
-
-
-def _truncated(folder: Path) -> str:
-    p = folder / f"{PATIENT_ID}_3.tif"
-    data = p.read_bytes()
-    p.write_bytes(data[: len(data) // 3])
-    return p.name
-
-
-def _garbage(folder: Path) -> str:
-    (folder / f"{PATIENT_ID}_7.tif").write_bytes(b"this is not a TIFF at all" * 10)
-    return f"{PATIENT_ID}_7.tif"
-
-
-BAD_PATIENTS = {
-    "empty LGG-named folder": (_empty, "no slices"),
-    "gap in slice numbers": (_gap, "slice 3 is missing"),
-    "slices of different shapes": (_other_shape, "differs from"),
-    "grayscale slice": (_grayscale, "grayscale"),
-    "16-bit slice": (_sixteen_bit, "uint16"),
-    "masks without images": (_masks_only, "mask without images"),
-    "non-binary mask": (_non_binary_mask, "not binary"),
-    "truncated TIFF": (_truncated, "cannot read this TIFF"),
-    "not a TIFF": (_garbage, "cannot read this TIFF"),
-}
 
 
 @pytest.mark.parametrize("case", list(BAD_PATIENTS))
