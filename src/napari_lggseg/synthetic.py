@@ -59,7 +59,7 @@ def make_synthetic_patient(seed: int = 0, n_slices: int = 24, size: int = 256) -
     dist = rng.uniform(0.15, 0.45)
     ly, lx = cy + dist * ay * np.sin(ang), cx + dist * ax * np.cos(ang)
     lr = np.sqrt(((z - lz) / rz) ** 2 + ((y - ly) / ry) ** 2 + ((x - lx) / rx) ** 2)
-    lumps = 0.18 * _smooth_field(rng, z, y, x, n_waves=5, max_freq=9.0)
+    lumps = 0.3 * _smooth_field(rng, z, y, x, n_waves=6, max_freq=8.0)
     lesion = (lr + lumps < 1.0) & brain
 
     texture = _smooth_field(rng, z, y, x, n_waves=6, max_freq=30.0)
