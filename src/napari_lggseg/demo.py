@@ -1,0 +1,38 @@
+"""``python -m napari_lggseg.demo [PATH]``: napari with an LGG patient (the synthetic sample
+unless PATH is given) and the Segment and Fine-tune widgets docked."""
+
+from __future__ import annotations
+
+import argparse
+
+PLUGIN = "napari-lggseg"
+
+
+def make_demo_viewer(path: str | None = None, show: bool = True):
+    """A viewer with the sample (or ``path``, read by this plugin) and both widgets docked."""
+    import napari
+
+    viewer = napari.Viewer(title="napari-lggseg demo", show=show)
+    if path:
+        viewer.open(path, plugin=PLUGIN)
+    else:
+        viewer.open_sample(PLUGIN, "synthetic_patient")
+    viewer.window.add_plugin_dock_widget(PLUGIN, "Segment tumour")
+    viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune", tabify=True)
+    # start in the middle of the volume, where the tumour usually is
+    viewer.dims.set_point(0, (viewer.dims.range[0].start + viewer.dims.range[0].stop) / 2)
+    return viewer
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m napari_lggseg.demo", description=__doc__)
+    parser.add_argument("path", nargs="?", help="patient folder, slice, corrections folder or kaggle_3m root")
+    args = parser.parse_args(argv)
+    import napari
+
+    make_demo_viewer(args.path)
+    napari.run()
+
+
+if __name__ == "__main__":
+    main()
