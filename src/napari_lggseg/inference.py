@@ -73,6 +73,7 @@ class Segmenter:
         self.device = resolve_device(device, fallback=fallback)
         self.recipe, self.name, self.tta, self.fast = recipe, name, tta, fast
         self.batch_size = batch_size
+        self.default_postprocess = "min-size"  # a model card's choice replaces it (from_store)
         self.model = model.eval().to(self.device)
         if self.device.type == "cpu" and fast:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -84,8 +85,11 @@ class Segmenter:
         dev = resolve_device(device, fallback=kwargs.pop("fallback", True))
         name = name or default_model_name(dev.type)
         model, info = load_model(name)
-        return cls(model, Recipe.from_dict(info.card["preprocessing"]), dev, name=info.name,
-                   **kwargs)
+        post = info.card.get("postprocessing", {})
+        kwargs.setdefault("tta", bool(post.get("tta", False)))
+        seg = cls(model, Recipe.from_dict(info.card["preprocessing"]), dev, name=info.name, **kwargs)
+        seg.default_postprocess = post.get("method", "min-size")
+        return seg
 
     def _forward(self, xb: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cpu" and self.fast:
@@ -135,10 +139,14 @@ class Segmenter:
         prob = self.predict_grid(x, progress, cancel)
         return restore(prob, geom), geom
 
-    def segment(self, volume: np.ndarray, threshold: float = 0.5, postprocess: str = "min-size",
+    def segment(self, volume: np.ndarray, threshold: float = 0.5, postprocess: str | None = None,
                 progress: Progress | None = None, cancel=None) -> Segmentation:
-        """(Z, H, W, 3) volume in LGG channel order (or (Z, H, W) FLAIR) -> Segmentation."""
+        """(Z, H, W, 3) volume in LGG channel order (or (Z, H, W) FLAIR) -> Segmentation.
+
+        ``postprocess`` None uses the model card's choice (made on validation data).
+        """
         t0 = time.perf_counter()
+        postprocess = postprocess or self.default_postprocess
         volume = np.asarray(volume)
         missing = missing_sequences(volume)
         prob, _ = self.probabilities(volume, progress, cancel)
