@@ -1,0 +1,301 @@
+"""The ``lggseg`` command, run in-process through ``cli.main`` (and as a console script):
+segment writes prediction folders napari and training can open plus a CSV, evaluate prints
+per-patient Dice, train saves a new model, and a user's mistake is one clear error line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from conftest import write_lgg_patient
+from tiny_model import tiny_model_store  # noqa: F401
+
+from napari_lggseg import cli, lgg_io, models
+from napari_lggseg.synthetic import make_synthetic_patient
+
+REAL_PATIENTS = ("TCGA_CS_4942_19970222", "TCGA_HT_7874_19950902")  # 20 slices each
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def _real(kaggle_root) -> list[Path]:
+    folders = [kaggle_root / p for p in REAL_PATIENTS]
+    if not all(f.is_dir() for f in folders):
+        pytest.skip(f"{REAL_PATIENTS} not in this copy of the data")
+    return folders
+
+
+def _write_synthetic_patient(root: Path, seed: int, n: int = 12, size: int = 96) -> Path:
+    image, mask = make_synthetic_patient(seed=seed, n_slices=n, size=size)
+    pid = f"SYNTH_{seed:04d}"
+    folder = root / pid
+    folder.mkdir(parents=True)
+    for i, (img, m) in enumerate(zip(image, mask), 1):
+        tifffile.imwrite(folder / f"{pid}_{i}.tif", img, photometric="rgb")
+        tifffile.imwrite(folder / f"{pid}_{i}_mask.tif", m * 255)
+    return folder
+
+
+@pytest.fixture
+def own_store(tiny_model_store, tmp_path, monkeypatch):  # noqa: F811
+    """A user store holding a copy of the tiny model, so models saved here stay out of the session's."""
+    store = tmp_path / "store"
+    store.mkdir()
+    shutil.copytree(models.get_model(tiny_model_store).path, store / tiny_model_store)
+    monkeypatch.setenv("LGGSEG_MODEL_DIR", str(store))
+    return store
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_console_script_help_is_quick_to_load():
+    script = Path(sys.executable).parent / "lggseg"
+    if not script.exists():
+        pytest.skip(f"console script not installed beside {sys.executable}")
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for command in ("segment", "evaluate", "train", "models"):
+        assert command in out.stdout
+    # help for a command loads no torch (napari and the terminal stay quick)
+    code = ("import sys; from napari_lggseg.cli import main; rc = main(['segment', '--help']); "
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', rc)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip().endswith("NO-TORCH 0"), out.stdout + out.stderr
+
+
+def test_segment_real_patients(kaggle_root, tiny_model_store, tmp_path, capsys):  # noqa: F811
+    folders = _real(kaggle_root)
+    out = tmp_path / "predictions"
+    rc = cli.main(["segment", *map(str, folders), "--out", str(out), "--model", tiny_model_store,
+                   "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    rows = _read_csv(out / "segmentation.csv")
+    assert list(rows[0]) == list(cli.CSV_COLUMNS)
+    assert [r["patient"] for r in rows] == list(REAL_PATIENTS)
+    for folder, row in zip(folders, rows):
+        patient = lgg_io.read_patient(folder)
+        corr = lgg_io.read_corrections(out / patient.patient_id)
+        assert corr.mask.shape == patient.mask.shape
+        assert corr.source_folder == folder.resolve()
+        assert corr.reviewed_slices == [] and corr.model == tiny_model_store
+        assert corr.extra["kind"] == "prediction"
+        assert int(row["slices"]) == patient.image.shape[0]
+        assert int(row["tumour_voxels"]) == int(corr.mask.sum())
+        assert 0.0 <= float(row["dice"]) <= 1.0
+        assert row["missing_sequences"] == lgg_io.describe_sequences(lgg_io.missing_sequences(patient.image))
+        assert float(row["seconds"]) > 0 and row["model"] == tiny_model_store
+        assert row["flagged_slices"] == ""
+        assert patient.patient_id in captured.out
+    # the expert masks beside the images are untouched, and predictions open as training data
+    from napari_lggseg.training import volumes_from_path
+
+    (vol,) = volumes_from_path(out / REAL_PATIENTS[0])
+    assert vol.source == "corrections" and vol.labelled_slices.size == 0
+    # running again replaces the earlier predictions of the same patients
+    assert cli.main(["segment", str(folders[0]), "--out", str(out), "--model", tiny_model_store]) == 0
+    assert [r["patient"] for r in _read_csv(out / "segmentation.csv")] == [REAL_PATIENTS[0]]
+
+
+def test_segment_a_root_without_masks(tiny_model_store, tmp_path, capsys):  # noqa: F811
+    root = tmp_path / "scans"
+    for k in range(2):
+        write_lgg_patient(root, name=f"TCGA_XX_000{k}_20000101", n=5, size=64, masks=False, seed=k)
+    (root / "notes").mkdir()  # not a patient: ignored
+    out = tmp_path / "out"
+    assert cli.main(["segment", str(root), "--out", str(out), "--model", tiny_model_store, "--tta",
+                     "--postprocess", "largest", "--threshold", "0.3"]) == 0
+    rows = _read_csv(out / "segmentation.csv")
+    assert [r["patient"] for r in rows] == ["TCGA_XX_0000_20000101", "TCGA_XX_0001_20000101"]
+    assert all(r["dice"] == "" and r["slices"] == "5" for r in rows)
+    corr = lgg_io.read_corrections(out / "TCGA_XX_0001_20000101")
+    assert corr.mask.shape == (5, 64, 64)
+    assert corr.extra["threshold"] == 0.3 and corr.extra["postprocess"] == "largest"
+
+
+def test_evaluate(kaggle_root, tiny_model_store, tmp_path, capsys):  # noqa: F811
+    _real(kaggle_root)
+    table = tmp_path / "dice.csv"
+    rc = cli.main(["evaluate", "--data", str(kaggle_root), "--patients", *REAL_PATIENTS,
+                   "--model", tiny_model_store, "--csv", str(table)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    rows = _read_csv(table)
+    assert [r["patient"] for r in rows] == list(REAL_PATIENTS)
+    dices = [float(r["dice"]) for r in rows]
+    assert all(0.0 <= d <= 1.0 for d in dices)
+    for pid, d in zip(REAL_PATIENTS, dices):
+        line = next(ln for ln in captured.out.splitlines() if ln.startswith(pid))
+        assert f"{d:.4f}" in line
+    mean = re.search(r"mean Dice (\d\.\d{4})", captured.out)
+    median = re.search(r"median Dice (\d\.\d{4})", captured.out)
+    assert mean and median, captured.out
+    assert float(mean[1]) == pytest.approx(np.mean(dices), abs=2e-4)  # the CSV holds rounded values
+    assert float(median[1]) == pytest.approx(np.median(dices), abs=2e-4)
+    assert "Buda et al." in captured.out and "first and last slice" in captured.out
+
+    # --patients FILE.json:KEY, as with training/splits.json:test
+    splits = tmp_path / "splits.json"
+    splits.write_text(json.dumps({"test": [REAL_PATIENTS[1]], "train": [REAL_PATIENTS[0]]}))
+    assert cli.main(["evaluate", "--data", str(kaggle_root), "--patients", f"{splits}:test",
+                     "--model", tiny_model_store]) == 0
+    out = capsys.readouterr().out
+    assert REAL_PATIENTS[1] in out and REAL_PATIENTS[0] not in out and "over 1 patient" in out
+
+
+def _error_cases(tmp_path, root, model):
+    splits = tmp_path / "splits.json"
+    splits.write_text(json.dumps({"test": ["A"]}))
+    missing = tmp_path / "no-such-patient"
+    cases = {
+        "missing folder": (["segment", str(missing), "--out", str(tmp_path / "o")], [str(missing), "no such folder"]),
+        "not a patient folder": (["segment", str(tmp_path), "--out", str(tmp_path / "o"), "--model", model],
+                                 [str(tmp_path), "not an LGG patient folder"]),
+        "unknown model": (["segment", str(root), "--out", str(tmp_path / "o"), "--model", "nope"],
+                          ["unknown model 'nope'", model]),
+        "unknown patient": (["evaluate", "--data", str(root), "--patients", "TCGA_ZZ_9999_20000101"],
+                            ["patient TCGA_ZZ_9999_20000101 not found"]),
+        "splits key": (["evaluate", "--data", str(root), "--patients", f"{splits}:validation"],
+                       [str(splits), "no key 'validation'"]),
+        "unknown device": (["segment", str(root), "--out", str(tmp_path / "o"), "--device", "tpu"],
+                           ["unknown device 'tpu'"]),
+        "delete unknown": (["models", "delete", "nope"], ["unknown model 'nope'"]),
+        "train missing data": (["train", "--data", str(missing)], [str(missing), "no such folder"]),
+    }
+    if not torch.cuda.is_available():
+        cases["no cuda"] = (["segment", str(root), "--out", str(tmp_path / "o"), "--device", "cuda",
+                             "--model", model], ["device 'cuda' is not available"])
+        cases["train on missing cuda"] = (["train", "--data", str(root), "--device", "cuda"],
+                                          ["device 'cuda' is not available"])
+    return cases
+
+
+@pytest.mark.parametrize("case", ["missing folder", "not a patient folder", "unknown model", "unknown patient",
+                                  "splits key", "unknown device", "delete unknown", "train missing data",
+                                  "no cuda", "train on missing cuda"])
+def test_user_errors_are_one_clear_line(case, tiny_model_store, tmp_path, capsys):  # noqa: F811
+    root = tmp_path / "data"
+    write_lgg_patient(root, n=4, size=32)
+    cases = _error_cases(tmp_path, root, tiny_model_store)
+    if case not in cases:
+        pytest.skip("CUDA is available here")
+    argv, words = cases[case]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("lggseg: error:")]
+    assert len(lines) == 1, err
+    for w in words:
+        assert w in lines[0]
+    assert "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_usage_errors_exit_2(capsys):
+    assert cli.main(["segment", "somewhere"]) == 2  # --out is required
+    assert "--out" in capsys.readouterr().err
+    assert cli.main(["train", "--data", "x", "--epochs", "2", "--minutes", "1"]) == 2
+    assert "not allowed with" in capsys.readouterr().err
+    assert cli.main([]) == 2
+
+
+def test_models_commands(own_store, tiny_model_store, tmp_path, capsys):  # noqa: F811
+    assert cli.main(["models"]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith(tiny_model_store))
+    assert "user" in line and f"{models.get_model(tiny_model_store).val_dice:.3f}" in line
+
+    dest = tmp_path / "exported"
+    dest.mkdir()
+    assert cli.main(["models", "export", tiny_model_store, str(dest)]) == 0
+    assert cli.main(["models", "import", str(dest / tiny_model_store), "--name", "colleague"]) == 0
+    assert cli.main(["models", "rename", "colleague", "colleague-2"]) == 0
+    assert cli.main(["models", "list"]) == 0
+    assert "colleague-2" in capsys.readouterr().out
+    assert cli.main(["models", "delete", "colleague-2"]) == 0
+    assert sorted(p.name for p in own_store.iterdir()) == [tiny_model_store]
+    assert cli.main(["models", "rename", tiny_model_store, "bad name"]) == 2
+    assert "model name 'bad name'" in capsys.readouterr().err
+
+
+def test_download_reference_offline(own_store, monkeypatch, capsys):
+    import pooch
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("network is unreachable")
+
+    monkeypatch.setattr(pooch, "retrieve", offline)
+    assert cli.main(["models", "download-reference"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lggseg: error: could not download the reference weights") and "offline" in err
+
+
+def test_train_fine_tunes_and_saves_a_new_model(own_store, tiny_model_store, tmp_path, capsys):  # noqa: F811
+    data = tmp_path / "data"
+    _write_synthetic_patient(data, seed=21)
+    _write_synthetic_patient(data, seed=22)
+    rc = cli.main(["train", "--data", str(data), "--from", tiny_model_store, "--name", "tuned", "--epochs", "1",
+                   "--val-fraction", "0.5", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    info = models.get_model("tuned")
+    assert info.parent == tiny_model_store and not info.shipped
+    assert info.card["preprocessing"] == models.get_model(tiny_model_store).card["preprocessing"]
+    assert info.card["architecture"]["width"] == 8
+    assert info.card["training"]["stopped"] == "finished"
+    assert info.card["training_data"]["val_patients"] and info.card["metrics"]["val_mean_dice"] is not None
+    assert info.card["command"].startswith("lggseg train --data")
+    assert "validation Dice before" in out and "saved model tuned" in out
+    models.load_model("tuned")  # loads strictly, hash checked
+
+    # the same name again makes a new version, never replaces; one patient: no validation split
+    rc = cli.main(["train", "--data", str(data / "SYNTH_0021"), "--from", "tuned", "--name", "tuned",
+                   "--epochs", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "saved model tuned-v2" in out and "no validation patients" in out
+    assert models.get_model("tuned-v2").parent == "tuned"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")
+def test_ctrl_c_stops_training_and_keeps_the_best_model(own_store, tiny_model_store, tmp_path):  # noqa: F811
+    data = tmp_path / "data"
+    _write_synthetic_patient(data, seed=23, n=8)
+    _write_synthetic_patient(data, seed=24, n=8)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "napari_lggseg.cli", "train", "--data", str(data), "--from", tiny_model_store,
+         "--name", "interrupted", "--epochs", "1000", "--val-fraction", "0.5", "--device", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        seen = []
+        for line in proc.stdout:  # "epoch 1" comes once training is under way
+            seen.append(line)
+            if line.startswith("epoch 1:"):
+                proc.send_signal(signal.SIGINT)
+                break
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, "".join(seen) + out + err
+    assert "stopping after this step" in err
+    assert "stopped: cancelled" in out and "saved model interrupted" in out
+    card = models.get_model("interrupted").card
+    assert card["training"]["stopped"] == "cancelled"
+    assert card["history"][0]["epoch"] == 0

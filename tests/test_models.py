@@ -1,0 +1,176 @@
+"""The model store: saving is atomic and never replaces a model, shipped models are read-only,
+exported models come back intact, and a damaged or unreachable model gives a clear error."""
+
+from __future__ import annotations
+
+import json
+
+import pooch
+import pytest
+import torch
+
+from napari_lggseg import models
+from napari_lggseg.preprocess import Recipe
+from napari_lggseg.unet import UNet
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """An empty user store and an empty shipped folder (the real shipped weights stay out of it)."""
+    user, shipped = tmp_path / "user-models", tmp_path / "shipped"
+    shipped.mkdir()
+    monkeypatch.setenv("LGGSEG_MODEL_DIR", str(user))
+    monkeypatch.setattr(models, "SHIPPED_DIR", shipped)
+    return user, shipped
+
+
+def _card(**extra) -> dict:
+    recipe = Recipe(size=32, context=0)
+    return {"architecture": {"name": "unet-buda2019", "width": 4, "in_channels": recipe.in_channels,
+                             "out_channels": 1},
+            "preprocessing": recipe.to_dict(), "metrics": {"val_mean_dice": 0.5}, "parent": None, **extra}
+
+
+def _weights(seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    return UNet(3, 1, 4).state_dict()
+
+
+def _save(name: str, root=None, seed: int = 0, **card_extra) -> models.ModelInfo:
+    return models.save_model(_weights(seed), _card(**card_extra), name, root=root)
+
+
+def _same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k].float(), b[k].float()) for k in a)
+
+
+def test_save_list_get_load(store):
+    user, _ = store
+    info = _save("mine")
+    assert info.path == user / "mine" and not info.shipped
+    assert sorted(p.name for p in user.iterdir()) == ["mine"], "a staging folder was left behind"
+    assert sorted(p.name for p in info.path.iterdir()) == [models.CARD, models.WEIGHTS]
+    card = json.loads((info.path / models.CARD).read_text())
+    assert card["name"] == "mine" and card["created"]
+    assert card["sha256"] == models.sha256_of(info.path / models.WEIGHTS)
+    assert [i.name for i in models.list_models()] == ["mine"]
+    assert models.get_model("mine").val_dice == 0.5
+    model, loaded = models.load_model("mine")
+    assert not model.training
+    assert _same_weights(model.state_dict(), _weights())
+    assert loaded.card["preprocessing"]["size"] == 32
+
+
+def test_save_half_keeps_batchnorm_statistics_in_float32(store):
+    info = models.save_model(_weights(), _card(), "halved", half=True)
+    from safetensors.torch import load_file
+
+    stored = load_file(str(info.path / models.WEIGHTS))
+    assert stored["encoder1.enc1conv1.weight"].dtype == torch.float16
+    assert stored["encoder1.enc1norm1.running_var"].dtype == torch.float32
+    model, _ = models.load_model("halved")
+    assert model.encoder1.enc1conv1.weight.dtype == torch.float32
+
+
+def test_existing_names_are_never_replaced(store):
+    user, _ = store
+    first = _save("mine", seed=0)
+    with pytest.raises(models.ModelError, match="'mine' already exists"):
+        _save("mine", seed=1)
+    assert _same_weights(models.load_model("mine")[0].state_dict(), _weights(0))
+    assert sorted(p.name for p in user.iterdir()) == ["mine"]
+    assert first.card["sha256"] == models.get_model("mine").card["sha256"]
+    assert models.unique_name("mine") == "mine-v2"
+    _save("mine-v2")
+    assert models.unique_name("mine") == "mine-v3"
+    assert models.unique_name("mine-v2") == "mine-v3"
+    assert models.unique_name("other") == "other"
+
+
+@pytest.mark.parametrize("bad", ["../escape", "", "with space", "-leading-dash", "a" * 90])
+def test_bad_names_are_refused(store, bad):
+    with pytest.raises(models.ModelError, match="model name"):
+        _save(bad)
+    assert not store[0].exists() or not any(store[0].iterdir())
+
+
+def test_unknown_model_lists_what_there_is(store):
+    _save("alpha")
+    with pytest.raises(models.ModelError, match=r"unknown model 'beta' \(available: alpha\)"):
+        models.get_model("beta")
+
+
+def test_rename_and_delete(store):
+    user, _ = store
+    _save("old")
+    _save("taken", seed=1)
+    with pytest.raises(models.ModelError, match="'taken' already exists"):
+        models.rename_model("old", "taken")
+    info = models.rename_model("old", "new")
+    assert info.name == "new" and (user / "new").is_dir() and not (user / "old").exists()
+    assert json.loads((user / "new" / models.CARD).read_text())["name"] == "new"
+    assert _same_weights(models.load_model("new")[0].state_dict(), _weights(0))  # hash still matches
+    with pytest.raises(models.ModelError, match="unknown model 'old'"):
+        models.get_model("old")
+    models.delete_model("new")
+    assert sorted(p.name for p in user.iterdir()) == ["taken"], "delete left something behind"
+    with pytest.raises(models.ModelError, match="unknown model 'new'"):
+        models.delete_model("new")
+
+
+def test_shipped_models_are_read_only(store, tmp_path):
+    _, shipped = store
+    _save("plain-shipped", root=shipped)
+    _save("factory", root=shipped, default=True)
+    _save("user-one")
+    infos = models.list_models()
+    assert [(i.name, i.shipped) for i in infos] == [("factory", True), ("plain-shipped", True), ("user-one", False)]
+    assert models.default_model_name() == "factory"
+    for action in (lambda: models.rename_model("factory", "mine"), lambda: models.delete_model("factory")):
+        with pytest.raises(models.ModelError, match="'factory' is a shipped model"):
+            action()
+    assert (shipped / "factory" / models.WEIGHTS).is_file()
+    with pytest.raises(models.ModelError, match="already exists"):
+        _save("factory")  # a user model may not shadow a shipped one
+    exported = models.export_model("factory", tmp_path)
+    assert (exported / models.WEIGHTS).is_file()
+
+
+def test_export_import_round_trip(store, tmp_path):
+    user, _ = store
+    _save("original", seed=3)
+    dest = tmp_path / "usb-stick"
+    dest.mkdir()
+    exported = models.export_model("original", dest)
+    assert exported == dest / "original"
+    with pytest.raises(models.ModelError, match="already exists"):
+        models.export_model("original", dest)
+    with pytest.raises(models.ModelError, match="'original' already exists"):
+        models.import_model(exported)
+    info = models.import_model(exported, name="colleague")
+    assert info.path == user / "colleague" and info.card["name"] == "colleague"
+    assert _same_weights(models.load_model("colleague")[0].state_dict(), _weights(3))
+
+    # a damaged copy is refused and nothing is added to the store
+    data = bytearray((exported / models.WEIGHTS).read_bytes())
+    data[-1] ^= 0xFF
+    (exported / models.WEIGHTS).write_bytes(bytes(data))
+    before = sorted(p.name for p in user.iterdir())
+    with pytest.raises(models.ModelError, match="sha256"):
+        models.import_model(exported, name="damaged")
+    assert sorted(p.name for p in user.iterdir()) == before
+    with pytest.raises(models.ModelError, match="not a model folder"):
+        models.import_model(tmp_path / "usb-stick")
+
+
+def test_download_reference_offline_is_a_clear_error(store, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise ConnectionError("Failed to establish a new connection: network is unreachable")
+
+    monkeypatch.setattr(pooch, "retrieve", no_network)
+    with pytest.raises(models.ModelError) as err:
+        models.download_reference()
+    msg = str(err.value)
+    assert "could not download the reference weights" in msg and "offline" in msg
+    assert models.REFERENCE_URL in msg
+    assert models.list_models() == []
