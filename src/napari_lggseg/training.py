@@ -9,12 +9,16 @@ CPU, nccl on GPUs); only rank 0 writes files. Launch::
 
 Progress goes to a callback (one event per step and per epoch); a cancel flag stops between
 steps. The best validation checkpoint is kept; a NaN/inf loss stops the run and keeps the last
-good model.
+good model. :func:`fine_tune_config` is the default fine-tuning round of the widget.
+
+Test hook: ``LGGSEG_DUMP_WEIGHT_HASH=PATH`` makes every rank write the hash of its final weights
+to ``PATH.rank<N>`` (tests/test_torchrun.py checks the ranks stayed identical).
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
@@ -30,6 +34,7 @@ from torch import nn
 
 from . import lgg_io, metrics
 from .devices import autocast, resolve_device
+from .lgg_io import SEQUENCES
 from .preprocess import Geometry, Recipe, prepare, prepare_mask, restore
 
 
@@ -77,7 +82,9 @@ def volumes_from_path(path: str | os.PathLike) -> list[TrainVolume]:
 
 
 def load_volumes(paths, patients: set[str] | None = None) -> list[TrainVolume]:
-    """All training volumes under ``paths``; with ``patients``, only those ids."""
+    """All training volumes under ``paths`` (one path or several); with ``patients``, only those ids."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
     out = [v for p in paths for v in volumes_from_path(p)]
     if patients is not None:
         out = [v for v in out if v.patient_id in patients]
@@ -85,36 +92,47 @@ def load_volumes(paths, patients: set[str] | None = None) -> list[TrainVolume]:
 
 
 def split_patients(ids, val_fraction: float = 0.15, seed: int = 0) -> tuple[list[str], list[str]]:
-    """Patient-level split, seeded; stratified by institution when every group can spare one."""
-    ids = sorted(set(ids))
+    """Patient-level split ``(train, validation)``, the same for the same seed.
+
+    Stratified by institution (the ``CS`` in ``TCGA_CS_4941_19960909``): when the validation
+    share has room for it, every institution with two or more patients gives at least one, and
+    the rest go by largest remainder; an institution keeps at least one patient in training
+    whenever it can. Scanners and protocols differ by institution, so this keeps validation
+    representative of training.
+    """
+    ids = sorted({str(i) for i in ids})
     n_val = int(round(len(ids) * val_fraction))
     if val_fraction <= 0 or len(ids) < 2 or n_val == 0:
         return ids, []
+    n_val = min(n_val, len(ids) - 1)
     rng = np.random.default_rng(seed)
     groups: dict[str, list[str]] = {}
     for pid in ids:
         groups.setdefault(lgg_io.institution_of(pid), []).append(pid)
-    val: list[str] = []
-    if len(ids) >= 10 and len(groups) > 1:
-        # largest remainder allocation per institution
-        quotas = {g: len(m) * val_fraction for g, m in groups.items()}
-        alloc = {g: int(q) for g, q in quotas.items()}
-        for g in sorted(quotas, key=lambda g: quotas[g] - alloc[g], reverse=True)[: n_val - sum(alloc.values())]:
+    shuffled = {g: [str(p) for p in rng.permutation(m)] for g, m in sorted(groups.items())}
+    several = [g for g in sorted(groups) if len(groups[g]) >= 2]
+    if len(groups) > 1 and len(several) <= n_val:
+        alloc = {g: (1 if g in several else 0) for g in groups}
+        for _ in range(n_val - sum(alloc.values())):
+            # the group furthest below its share that can still spare a patient for validation
+            spare = [g for g in groups if alloc[g] < len(groups[g]) - 1] or \
+                    [g for g in groups if alloc[g] < len(groups[g])]
+            g = max(sorted(spare), key=lambda g: len(groups[g]) * val_fraction - alloc[g])
             alloc[g] += 1
-        for g, members in sorted(groups.items()):
-            val += list(rng.permutation(members)[: min(alloc[g], len(members) - 1 if len(members) > 1 else 0)])
+        val = [p for g in sorted(groups) for p in shuffled[g][: alloc[g]]]
     else:
-        val = list(rng.permutation(ids)[:n_val])
-    val = sorted(val)
-    return [i for i in ids if i not in val], val
+        val = [str(p) for p in rng.permutation(ids)[:n_val]]
+    val_set = set(val)
+    return [i for i in ids if i not in val_set], sorted(val_set)
 
 
 @dataclass
 class _Prepared:
     patient_id: str
     x: torch.Tensor  # (Z, C, S, S) float16
-    y: torch.Tensor  # (Z, S, S) float16 soft targets
-    labelled: np.ndarray  # slice indices
+    y: torch.Tensor  # (Z', S, S) float16 soft targets
+    labelled: np.ndarray  # trusted slices, indices into the original volume (validation)
+    grid: np.ndarray  # the same slices as indices into x/y (the reference recipe crops z)
     geom: Geometry
     mask: np.ndarray  # original-resolution mask, for validation
 
@@ -124,28 +142,38 @@ def _prepare_all(volumes: list[TrainVolume], recipe: Recipe) -> list[_Prepared]:
     for v in volumes:
         x, geom = prepare(v.image, recipe)
         y = prepare_mask(v.mask, geom)
+        labelled = v.labelled_slices
+        grid = labelled[(labelled >= geom.z0) & (labelled < geom.z1)] - geom.z0
         out.append(_Prepared(v.patient_id, torch.from_numpy(x).half(), torch.from_numpy(y).half(),
-                             v.labelled_slices, geom, (np.asarray(v.mask) > 0)))
+                             labelled, grid, geom, (np.asarray(v.mask) > 0)))
     return out
 
 
 # --------------------------------------------------------------------------- augmentation and loss
 
 
-def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, n_seq: int, substitute: float = 0.4,
+def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, channels=SEQUENCES, substitute: float = 0.4,
             rotate_deg: float = 10.0, scale: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
     """Flip left-right, small rotation/scale/shift, intensity jitter, and replace pre- and/or
     post-contrast by FLAIR (the LGG dataset's convention for a missing scan) for a fraction
-    ``substitute`` of the batch, so models keep working when sequences are missing."""
+    ``substitute`` of the batch, so models keep working when sequences are missing.
+
+    ``x`` is (B, C, S, S) whose first channels are the recipe's ``channels`` (context slices
+    follow), ``y`` (B, S, S) in [0, 1]; shapes are kept and ``y`` stays in [0, 1].
+    """
     b = x.shape[0]
     x, y = x.clone(), y.clone()
-    if n_seq == 3 and substitute > 0:
+    channels = list(channels)
+    if "FLAIR" in channels and substitute > 0:
+        f = channels.index("FLAIR")
         r = torch.rand(b, generator=gen)
         both = r < substitute / 2
-        pre = both | ((r >= substitute / 2) & (r < 3 * substitute / 4))
-        post = both | ((r >= 3 * substitute / 4) & (r < substitute))
-        x[pre, 0] = x[pre, 1]
-        x[post, 2] = x[post, 1]
+        masks = {"pre-contrast": both | ((r >= substitute / 2) & (r < 3 * substitute / 4)),
+                 "post-contrast": both | ((r >= 3 * substitute / 4) & (r < substitute))}
+        for name, rows in masks.items():
+            if name in channels:
+                c = channels.index(name)
+                x[rows, c] = x[rows, f]
     flip = torch.rand(b, generator=gen) < 0.5
     x[flip] = x[flip].flip(-1)
     y[flip] = y[flip].flip(-1)
@@ -183,6 +211,12 @@ def seg_loss(logits: torch.Tensor, y: torch.Tensor, kind: str = "dice+bce") -> t
 
 @dataclass
 class TrainConfig:
+    """Budget and hyper-parameters of one run; recorded in the model card.
+
+    With both ``epochs`` and ``minutes``, the run stops at whichever comes first; the cosine
+    learning-rate schedule follows whichever is further along.
+    """
+
     epochs: int | None = None
     minutes: float | None = None
     steps_per_epoch: int | None = None  # default: one pass over the labelled slices, 10..200
@@ -204,6 +238,21 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def fine_tune_config(n_volumes: int = 1, device: str = "auto", seed: int = 0) -> TrainConfig:
+    """The default fine-tuning round (the widget's "Fine-tune" button): about a minute.
+
+    30 steps of 16 slices (3 epochs of 10, so validation is shown three times) at a gentle
+    learning rate, BatchNorm statistics frozen for a handful of volumes (a few corrected volumes
+    cannot re-estimate them), and a 51-second cap on the steps so a slow or busy machine still
+    ends the round in about a minute, with fewer steps (reading, preprocessing and validation
+    come on top of the cap). With the width-16, 128-pixel model on 2 CPU cores a step of 16
+    slices takes ~1.3 s, so the 30 steps take ~40 s; ``benchmarks/bench_finetune_round.py``
+    measures a round on one corrected 34-slice volume.
+    """
+    return TrainConfig(epochs=3, steps_per_epoch=10, minutes=0.85, batch_size=16, lr=3e-4, warmup_steps=5,
+                       freeze_bn=n_volumes <= 8, patience=None, seed=seed, device=device)
 
 
 @dataclass
@@ -239,6 +288,21 @@ def _any_rank(flag: bool, world: int, device) -> bool:
     return bool(t.item() > 0)
 
 
+def _shared_clock(elapsed: float, cancelled: bool, world: int, device) -> tuple[float, bool]:
+    """The slowest rank's clock and anyone's cancel, so every rank takes the same decisions
+    (stop for time, stop when cancelled) and the same learning rate."""
+    if world == 1:
+        return elapsed, cancelled
+    t = torch.tensor([elapsed, 1.0 if cancelled else 0.0], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return float(t[0]), bool(t[1] > 0)
+
+
+def _snapshot(model: nn.Module, device: torch.device | None = None) -> dict:
+    return {k: t.detach().to(device, copy=True) if device else t.detach().clone()
+            for k, t in model.state_dict().items()}
+
+
 @torch.inference_mode()
 def evaluate_prepared(model: nn.Module, data: list[_Prepared], device, threshold=0.5, postprocess="min-size",
                       batch_size: int = 32) -> dict[str, float]:
@@ -257,17 +321,20 @@ def evaluate_prepared(model: nn.Module, data: list[_Prepared], device, threshold
         prob = restore(np.concatenate(probs), d.geom)
         pred = metrics.postprocess((prob >= threshold).astype(np.uint8), postprocess, prob=prob)
         out[d.patient_id] = metrics.dice(pred[d.labelled], d.mask[d.labelled])
-    model.train(was_training)
+    model.train(was_training)  # note: this puts every BatchNorm back in training mode
     return out
 
 
-def save_checkpoint(path: Path, model: nn.Module, opt, state: dict, best_state: dict | None) -> None:
-    """Model, optimizer and loop state as safetensors + JSON (no pickle), written atomically."""
+def save_checkpoint(path: Path, model: nn.Module, opt, state: dict, best_state: dict | None,
+                    extra: dict | None = None) -> None:
+    """Model, optimizer, loop state (and ``extra`` tensors, e.g. a random generator's state) as
+    safetensors + JSON (no pickle), written atomically."""
     from safetensors.torch import save_file
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if best_state is not None:
-        tensors.update({f"best.{k}": v.contiguous() for k, v in best_state.items()})
+        tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in best_state.items()})
+    tensors.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in (extra or {}).items()})
     opt_sd = opt.state_dict()
     for pid, st in opt_sd["state"].items():
         for k, v in st.items():
@@ -280,14 +347,23 @@ def save_checkpoint(path: Path, model: nn.Module, opt, state: dict, best_state: 
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, model: nn.Module, opt) -> tuple[dict, dict | None]:
+def load_checkpoint(path: Path, model: nn.Module, opt, extra: dict | None = None) -> tuple[dict, dict | None]:
+    """Restore ``model`` and ``opt`` in place; return (loop state, best weights or None).
+    ``extra``, when given, is filled with the checkpoint's extra tensors."""
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata()
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types
+        raise ValueError(f"{path}: not a readable training checkpoint ({exc})") from exc
+    if "state" not in meta or "param_groups" not in meta:
+        raise ValueError(f"{path}: not a training checkpoint (no loop state inside; is it a model's weights?)")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
+    if extra is not None:
+        extra.update({k[6:]: v for k, v in tensors.items() if k.startswith("extra.")})
     opt_state: dict = {}
     for k, v in tensors.items():
         if k.startswith("opt."):
@@ -309,11 +385,17 @@ def train(
     resume: str | os.PathLike | None = None,
     fine_tune: bool = False,
 ) -> TrainResult:
-    """Train ``model`` in place; return the best weights and the history.
+    """Train ``model`` in place; return the best weights and the history. Writes no model: the
+    caller saves ``result.state_dict`` (so a cancelled or failed run leaves the store untouched).
 
-    Epoch 0 of the history is the model before training (validation Dice "before").
+    Epoch 0 of the history is the model before training (validation Dice "before"). ``cancel``
+    (a ``threading.Event`` or a callable) is checked before every step; a cancelled run skips
+    the final validation and returns at once. ``resume`` continues a run from its ``checkpoint``
+    file: same step count, history, optimizer and sampling, so with the same ``config`` the
+    resumed run ends where an uninterrupted one would (``epochs`` is the whole run's budget).
+    A non-finite loss or gradient stops the run with the weights of the last good step.
     """
-    cfg = config or TrainConfig()
+    cfg = copy.deepcopy(config) if config is not None else TrainConfig()
     if cfg.epochs is None and cfg.minutes is None:
         cfg.epochs = 10
     rank, world = _dist_info()
@@ -321,16 +403,16 @@ def train(
     if world > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         torch.distributed.init_process_group(backend)
-        if device.type == "cuda":
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-            torch.cuda.set_device(device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed + 1000 * rank)
     gen = torch.Generator().manual_seed(cfg.seed + 1000 * rank)
 
     train_data = _prepare_all(train_volumes, recipe)
     val_data = _prepare_all(val_volumes, recipe) if val_volumes else []
-    pool = [(i, int(z)) for i, d in enumerate(train_data) for z in d.labelled]
+    pool = [(i, int(z)) for i, d in enumerate(train_data) for z in d.grid]
     if not pool:
         raise ValueError("no labelled slices to train on (mark slices as reviewed, or give expert masks)")
     tumour_pool = [(i, z) for i, z in pool if float(train_data[i].y[z].sum()) > 0]
@@ -347,7 +429,7 @@ def train(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and not torch.cuda.is_bf16_supported() else None
 
-    n_hand = sum(len(d.labelled) for d, v in zip(train_data, train_volumes) if v.source != "expert")
+    n_hand = sum(len(d.grid) for d, v in zip(train_data, train_volumes) if v.source != "expert")
     summary = {"patients": sorted({v.patient_id for v in train_volumes}),
                "val_patients": sorted({v.patient_id for v in (val_volumes or [])}),
                "slices": len(pool), "tumour_slices": len(tumour_pool), "slices_corrected_by_hand": n_hand,
@@ -356,7 +438,14 @@ def train(
              "since_best": 0}
     best_state = None
     if resume:
-        state, best_state = load_checkpoint(Path(resume), model, opt)
+        extra: dict = {}
+        state, best_state = load_checkpoint(Path(resume), model, opt, extra)
+        if rank == 0 and "rng" in state and "gen" in extra:
+            rng.bit_generator.state = state["rng"]
+            gen.set_state(extra["gen"])
+        else:  # other ranks (only rank 0's generators are saved): a fresh stream per rank and step
+            rng = np.random.default_rng([cfg.seed, rank, state["step"]])
+            gen.manual_seed(cfg.seed + 1000 * rank + 7919 * state["step"])
 
     def emit(ev: dict) -> None:
         if progress and rank == 0:
@@ -373,25 +462,21 @@ def train(
         state["history"].append({"epoch": 0, "step": 0, "loss": None, "val_dice": v, "seconds": 0.0})
         state["best_val"] = v
         state["best_per"] = per
-        best_state = {k: t.detach().cpu().clone() for k, t in model.state_dict().items()}
+        best_state = _snapshot(model, torch.device("cpu"))
         emit({"kind": "epoch", **state["history"][-1], "total_epochs": cfg.epochs})
 
     t_start = time.perf_counter() - state["elapsed"]
     budget_s = cfg.minutes * 60 if cfg.minutes else None
     stopped = "finished"
-    last_good = {k: t.detach().cpu().clone() for k, t in model.state_dict().items()}
-    net.train()
-    if freeze_bn:
-        _bn_eval(model)
-    n_seq = len(recipe.channels)
     while True:
         epoch = state["epoch"] + 1
+        net.train()
+        if freeze_bn:  # again every epoch: validation puts BatchNorm back in training mode
+            _bn_eval(model)
         losses = []
         for _ in range(spe):
-            elapsed = time.perf_counter() - t_start
-            frac = max(state["step"] / total_steps if total_steps else 0.0,
-                       elapsed / budget_s if budget_s else 0.0)
-            if _any_rank(_cancelled(cancel), world, device):
+            elapsed, cancelled = _shared_clock(time.perf_counter() - t_start, _cancelled(cancel), world, device)
+            if cancelled:
                 stopped = "cancelled"
                 break
             if budget_s and elapsed >= budget_s:
@@ -399,6 +484,8 @@ def train(
                 break
             if total_steps and state["step"] >= total_steps:
                 break
+            frac = max(state["step"] / total_steps if total_steps else 0.0,
+                       elapsed / budget_s if budget_s else 0.0)
             warm = min(1.0, (state["step"] + 1) / max(1, cfg.warmup_steps))
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
@@ -407,36 +494,48 @@ def train(
             xb = torch.stack([train_data[i].x[z] for i, z in picks]).float()
             yb = torch.stack([train_data[i].y[z] for i, z in picks]).float()
             if cfg.augment:
-                xb, yb = augment(xb, yb, gen, n_seq, cfg.substitute)
+                xb, yb = augment(xb, yb, gen, recipe.channels, cfg.substitute)
             xb, yb = xb.to(device), yb.to(device)
             if device.type == "cpu":
                 xb = xb.contiguous(memory_format=torch.channels_last)
+            # the forward pass updates BatchNorm statistics: keep a copy to go back to if it goes wrong
+            last_good = _snapshot(model)
             with autocast(device):
                 logits = net(xb)
             loss = seg_loss(logits, yb, cfg.loss)
-            bad = _any_rank(not bool(torch.isfinite(loss)), world, device)
-            if bad:
-                stopped = f"non-finite loss ({loss.item()}) at step {state['step'] + 1}: stopped, kept the last good model"
+            if _any_rank(not bool(torch.isfinite(loss)), world, device):
+                stopped = (f"non-finite loss ({loss.item()}) at step {state['step'] + 1}: stopped, "
+                           f"kept the weights of step {state['step']}")
                 model.load_state_dict(last_good)
                 break
             opt.zero_grad(set_to_none=True)
-            if scaler:
+            if scaler:  # fp16: the scaler skips steps with inf gradients and lowers its scale
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
             else:
                 loss.backward()
+                gnorm = torch.nn.utils.get_total_norm([q.grad for q in model.parameters() if q.grad is not None])
+                if _any_rank(not bool(torch.isfinite(gnorm)), world, device):
+                    stopped = (f"non-finite gradients at step {state['step'] + 1}: stopped, "
+                               f"kept the weights of step {state['step']}")
+                    model.load_state_dict(last_good)
+                    break
                 opt.step()
             state["step"] += 1
             losses.append(float(loss.item()))
             emit({"kind": "step", "epoch": epoch, "step": state["step"], "loss": losses[-1],
                   "steps_per_epoch": spe, "total_steps": total_steps, "fraction": frac})
+        if world > 1:  # each rank's last forward moved its own BatchNorm statistics: take rank 0's
+            for b in model.buffers():
+                torch.distributed.broadcast(b, 0)
         if not losses:
             break
-        last_good = {k: t.detach().cpu().clone() for k, t in model.state_dict().items()}
         state["epoch"] = epoch
         state["elapsed"] = time.perf_counter() - t_start
-        v, per = validate() if epoch % cfg.val_every == 0 or stopped != "finished" else (None, {})
+        do_val = stopped != "cancelled" and (epoch % cfg.val_every == 0 or stopped != "finished"
+                                              or (total_steps is not None and state["step"] >= total_steps))
+        v, per = validate() if do_val else (None, {})
         row = {"epoch": epoch, "step": state["step"], "loss": float(np.mean(losses)), "val_dice": v,
                "seconds": round(state["elapsed"], 1)}
         state["history"].append(row)
@@ -444,12 +543,13 @@ def train(
         if improved or not val_data:
             state["best_val"], state["best_epoch"], state["since_best"] = v, epoch, 0
             state["best_per"] = per
-            best_state = {k: t.detach().cpu().clone() for k, t in model.state_dict().items()}
+            best_state = _snapshot(model, torch.device("cpu"))
         elif v is not None:
             state["since_best"] += 1
         emit({"kind": "epoch", **row, "best_val_dice": state["best_val"], "total_epochs": cfg.epochs})
         if checkpoint and rank == 0:
-            save_checkpoint(Path(checkpoint), model, opt, state, best_state)
+            state["rng"] = rng.bit_generator.state
+            save_checkpoint(Path(checkpoint), model, opt, state, best_state, extra={"gen": gen.get_state()})
         if stopped != "finished":
             break
         if cfg.patience and state["since_best"] >= cfg.patience:
@@ -457,11 +557,33 @@ def train(
             break
         if total_steps and state["step"] >= total_steps:
             break
+    _dump_weight_hash(model, best_state, rank)
     return TrainResult(
         state_dict=best_state, history=state["history"], best_epoch=state["best_epoch"],
         best_val_dice=state["best_val"], val_per_patient=state.get("best_per", {}), steps=state["step"],
         seconds=time.perf_counter() - t_start, stopped=stopped, data_summary=summary,
     )
+
+
+def state_dict_hash(state_dict: dict) -> str:
+    """sha256 over a state dict's names and values (memory layout does not matter)."""
+    h = hashlib.sha256()
+    for k in sorted(state_dict):
+        t = state_dict[k].detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _dump_weight_hash(model: nn.Module, best_state: dict, rank: int) -> None:
+    """Test hook: with ``LGGSEG_DUMP_WEIGHT_HASH=PATH``, each rank writes ``PATH.rank<N>`` holding
+    the hashes of its final and returned weights, so a test can check DDP kept ranks in step."""
+    path = os.environ.get("LGGSEG_DUMP_WEIGHT_HASH")
+    if path:
+        Path(f"{path}.rank{rank}").write_text(
+            json.dumps({"final": state_dict_hash(model.state_dict()),
+                        "returned": state_dict_hash(best_state) if best_state is not None else None}))
 
 
 def _cancelled(cancel) -> bool:
