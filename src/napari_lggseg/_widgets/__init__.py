@@ -1,25 +1,22 @@
-"""Placeholder widgets so the manifest is complete; the real Segment and Fine-tune widgets
-replace this module."""
+"""The plugin's two dock widgets: Segment tumour and Fine-tune (the only Qt code).
+
+Importing this package imports neither Qt nor torch: napari resolves ``SegmentWidget`` and
+``FineTuneWidget`` through ``__getattr__`` when a widget is first opened, and torch, the model
+store and matplotlib load when it is built.
+"""
 
 from __future__ import annotations
 
-import napari.viewer
-from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
+__all__ = ["FineTuneWidget", "SegmentWidget"]
 
 
-class _Placeholder(QWidget):
-    _text = ""
+def __getattr__(name: str):
+    if name == "SegmentWidget":
+        from ._segment import SegmentWidget
 
-    def __init__(self, viewer: napari.viewer.Viewer, parent=None):
-        super().__init__(parent)
-        self.viewer = viewer
-        layout = QVBoxLayout(self)
-        layout.addWidget(QLabel(self._text))
+        return SegmentWidget
+    if name == "FineTuneWidget":
+        from ._finetune import FineTuneWidget
 
-
-class SegmentWidget(_Placeholder):
-    _text = "Segment tumour: not implemented yet"
-
-
-class FineTuneWidget(_Placeholder):
-    _text = "Fine-tune: not implemented yet"
+        return FineTuneWidget
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,148 @@
+"""The Fine-tune widget in a real napari viewer: corrections -> a new model -> a new prediction."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QThreadPool, Qt
+from tiny_model import tiny_model_store  # noqa: F401
+
+from napari_lggseg import models, training
+from napari_lggseg.synthetic import SYNTH_PATIENT_ID
+
+PLUGIN = "napari-lggseg"
+TIMEOUT = 30000  # ms
+N_PAINTED = 3
+
+
+@pytest.fixture
+def store(tiny_model_store, tmp_path, monkeypatch):
+    """A model store of this test's own, holding a copy of the tiny model."""
+    root = tmp_path / "store"
+    root.mkdir()
+    shutil.copytree(models.get_model(tiny_model_store).path, root / tiny_model_store)
+    monkeypatch.setenv("LGGSEG_MODEL_DIR", str(root))
+    return root
+
+
+@pytest.fixture
+def held_training(monkeypatch):
+    """Holds the training loop inside its first step until the test releases it."""
+    reached, release = threading.Event(), threading.Event()
+    loss = training.seg_loss
+
+    def held(*a, **k):
+        reached.set()
+        assert release.wait(30), "the test never released the worker"
+        return loss(*a, **k)
+
+    monkeypatch.setattr(training, "seg_loss", held)
+    yield reached, release
+    release.set()
+
+
+def _corrected_viewer(make_napari_viewer, qtbot, model):
+    """The sample, segmented with ``model``, with three slices corrected with napari's brush:
+    each loses the edge of its predicted region (erased with label 0)."""
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "synthetic_patient")
+    _d, seg = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment tumour")
+    _d, ft = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune", tabify=True)
+    seg.select_model(model)
+    assert seg.run()
+    qtbot.waitUntil(lambda: not seg.is_running, timeout=TIMEOUT)
+    pred = seg.result_layer(SYNTH_PATIENT_ID)
+    mask = np.asarray(pred.data) > 0
+    painted = [int(z) for z in np.flatnonzero(mask.any(axis=(1, 2)))[1:1 + N_PAINTED]]
+    pred.brush_size = 5
+    for z in painted:
+        ys, xs = np.nonzero(mask[z])
+        pred.paint((z, ys[0], xs[0]), 0)
+    return viewer, seg, ft, pred, painted
+
+
+def _names() -> set[str]:
+    return {i.name for i in models.list_models()}
+
+
+def test_finetune_from_painted_corrections(make_napari_viewer, qtbot, store, tiny_model_store):
+    viewer, seg, ft, pred, painted = _corrected_viewer(make_napari_viewer, qtbot, tiny_model_store)
+    assert len(painted) == N_PAINTED and pred.metadata["lggseg"]["reviewed_slices"] == painted
+    assert ft.patients_list.count() == 1
+    assert ft.patients_list.item(0).text().startswith(f"{SYNTH_PATIENT_ID}: 3 reviewed slices")
+    assert ft.patients_list.item(0).checkState() == Qt.CheckState.Checked
+    assert ft.base_combo.currentData() == tiny_model_store  # the model that made the prediction
+    assert "1 round = 3 epochs" in ft.budget_note.text()
+
+    ft.set_budget(2, "epochs")
+    ft.name_edit.setText("tiny-corrected")
+    qtbot.mouseClick(ft.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not ft.is_running, timeout=TIMEOUT)
+
+    assert ft.new_model == "tiny-corrected", ft.status.text()
+    info = models.get_model("tiny-corrected")
+    card = info.card
+    assert card["parent"] == tiny_model_store
+    assert card["training_data"]["slices_corrected_by_hand"] == N_PAINTED
+    assert card["corrected_slices"] == {SYNTH_PATIENT_ID: N_PAINTED}
+    assert card["validation"] == "Dice on corrected slices"
+    finished = [h for h in card["history"] if h["epoch"] >= 1]
+    assert len(finished) == 2
+    assert ft.plot_points() == {"loss": 2, "dice": 2}
+    assert list(ft.loss_line.get_xdata()) == [1, 2]
+    assert ft.dice_line.get_label() == "Dice on corrected slices"
+
+    # selected in Segment tumour, and one click segments the patient with it
+    assert seg.model_name == "tiny-corrected"
+    qtbot.mouseClick(ft.segment_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not seg.is_running, timeout=TIMEOUT)
+    new = seg.result_layer(SYNTH_PATIENT_ID)
+    assert new is not pred and new.metadata["lggseg"]["model"] == "tiny-corrected"
+    assert new.metadata["lggseg"]["patient_id"] == SYNTH_PATIENT_ID
+
+    # a second model asked for under the same name gets a new version, never replacing the first
+    ft.set_budget(1, "epochs")
+    assert ft.run()
+    qtbot.waitUntil(lambda: not ft.is_running, timeout=TIMEOUT)
+    assert ft.new_model == "tiny-corrected-v2" and "tiny-corrected" in _names()
+
+
+def test_nothing_to_learn_from_says_so(make_napari_viewer, store, tiny_model_store):
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "synthetic_patient")
+    _d, ft = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune")
+    assert "No reviewed slices yet" in ft.patients_list.item(0).text()
+    assert not ft.run()
+    assert "tick at least one patient" in ft.status.text()
+
+
+def test_cancel_saves_nothing(make_napari_viewer, qtbot, store, tiny_model_store, held_training):
+    reached, release = held_training
+    viewer, seg, ft, pred, painted = _corrected_viewer(make_napari_viewer, qtbot, tiny_model_store)
+    before = _names()
+    assert ft.run()
+    qtbot.waitUntil(reached.is_set, timeout=TIMEOUT)
+    qtbot.mouseClick(ft.cancel_button, Qt.MouseButton.LeftButton)
+    release.set()
+    qtbot.waitUntil(lambda: not ft.is_running, timeout=TIMEOUT)
+    assert _names() == before and ft.new_model is None
+    assert "Cancelled: no model was saved" in ft.status.text()
+    assert not ft.segment_button.isEnabled() and ft.run_button.isEnabled()
+
+
+def test_closing_the_viewer_mid_run(make_napari_viewer, qtbot, store, tiny_model_store, held_training):
+    reached, release = held_training
+    viewer, seg, ft, pred, painted = _corrected_viewer(make_napari_viewer, qtbot, tiny_model_store)
+    before = sorted(p.name for p in store.iterdir())
+    assert ft.run()
+    qtbot.waitUntil(reached.is_set, timeout=TIMEOUT)
+    state = ft._life.state
+    viewer.close()
+    qtbot.waitUntil(lambda: state.closed and state.cancel.is_set(), timeout=TIMEOUT)  # the close cancelled it
+    release.set()
+    assert QThreadPool.globalInstance().waitForDone(TIMEOUT)
+    qtbot.wait(50)  # deliver the worker's last signals: nothing may be touched or raised
+    assert sorted(p.name for p in store.iterdir()) == before  # no model, no staging folder
