@@ -145,6 +145,9 @@ def test_result_stays_with_the_patient_the_run_started_on(make_napari_viewer, qt
     assert pred.name == f"{SYNTH_PATIENT_ID} prediction"
     assert pred.data.shape == viewer.layers[f"{SYNTH_PATIENT_ID} FLAIR"].data.shape
     assert widget.result_layer(SYNTH_PATIENT_ID) is pred and widget.result_layer(other) is None
+    assert widget.patient_id == other  # the widget stays on the person's new choice for the next run
+    assert viewer.layers.selection.active is viewer.layers[f"{other} FLAIR"]  # their layer stays active
+    assert SYNTH_PATIENT_ID in widget.status.text()
 
 
 def test_patient_closed_mid_run_still_gets_its_prediction(make_napari_viewer, qtbot, tiny_model_store, gate):

@@ -4,7 +4,9 @@ How a run behaves, in the order a person meets it:
 
 * **Bound at Run.** The patient's arrays, id, folder and scale are captured when Run is pressed
   (:func:`._patients.capture`); the worker never reads the viewer's selection. Selecting or
-  opening other layers during the run changes nothing.
+  opening other layers during the run changes nothing; if the person picked another patient
+  meanwhile, the widget stays on that one (their next Run is for it), and the status line names
+  the patient the result went to.
 * **Layers closed mid-run.** If the patient's image layers are removed while it runs, the
   prediction is still added (it was computed from the arrays captured at Run, and is named and
   tagged with the patient) and the status line says that the images were closed.
@@ -111,6 +113,7 @@ class SegmentWidget(QWidget):
         self._results: dict[str, _Result] = {}  # patient id -> its latest run
         self._worker = None
         self._placed = False
+        self._run_choice = None
         self._run_input = None
         self._run_model = None
         self._task = None
@@ -431,6 +434,7 @@ class SegmentWidget(QWidget):
         worker.errored.connect(self._on_errored)
         worker.finished.connect(self._on_finished)
         self._worker, self._run_input, self._run_model = worker, inp, model
+        self._run_choice = self.patient_combo.currentData()
         self._placed = False
         self._life.state = state
         self._task = register_task(self.viewer, f"segmenting {inp.patient_id}", state)
@@ -523,16 +527,24 @@ class SegmentWidget(QWidget):
             kept = [lyr.name for lyr in self.prediction_layers(pid)]
             meta = {"patient_id": pid, "folder": inp.folder, "slice_files": list(inp.slice_files),
                     "role": "prediction", "model": model, "reviewed_slices": []}
+            selection = self.viewer.layers.selection
+            active, chosen = selection.active, set(selection)
             layer = self.viewer.add_labels(mask, name=self._free_name(f"{pid} prediction"),
                                            metadata={"lggseg": meta}, scale=inp.scale,
                                            translate=inp.translate, opacity=0.6)
+            if active is not None and (lgg_meta(active) or {}).get("patient_id") != pid:
+                # the person is working on another patient: a finished run must not take their layer away
+                selection.clear()
+                selection.update(chosen)
+                selection.active = active
             notes.append(f"added '{layer.name}'" + (f"; kept your edited '{kept[-1]}'" if kept else ""))
         patient = find_patients(self.viewer.layers).get(pid)
         if patient is None or patient.flair is None:
             notes.append(f"{pid}'s images were closed during the run, the prediction was added anyway")
         self._results[pid] = _Result(layer, seg, inp)
         self._fresh_stats = (layer, stats) if stats else None
-        if self.patient_combo.findData(pid) >= 0:
+        # show the result, unless the person picked another patient meanwhile (their next Run is for that one)
+        if self.patient_combo.currentData() in (self._run_choice, None) and self.patient_combo.findData(pid) >= 0:
             self.set_patient(pid)
         self.sequences_label.setText(f"Sequences: {seg.sequences_note}")
         self._set_status(f"{pid}: {model} on {seg.device} in {seg.seconds:.1f} s; " + "; ".join(notes) + ".")
