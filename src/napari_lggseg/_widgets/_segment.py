@@ -18,6 +18,12 @@ How a run behaves, in the order a person meets it:
 * **Threshold and post-processing** re-threshold the cached probabilities without the network.
   Slices the person has reviewed keep their mask; a prediction whose data was replaced outside
   napari's tools is left alone (run again for a new version).
+* **Check these slices first.** After a run, the slices where the model is least sure
+  (:func:`napari_lggseg.uncertainty.slices_to_review`, computed in the worker from the
+  probabilities) are listed, most uncertain first; clicking one moves the viewer there, and a
+  slice gets a check mark once it is reviewed. The list belongs to the run's patient (choosing
+  another patient shows that one's list, if it has one) and changes only with a new run: it
+  depends on the probabilities, not on the threshold.
 
 Reviewed slices (napari's paint tools, "Mark slice reviewed") are tracked by
 :mod:`napari_lggseg.review` in ``metadata["lggseg"]["reviewed_slices"]``; the writer saves them.
@@ -36,6 +42,8 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
+    QListWidget,
+    QListWidgetItem,
     QPushButton,
     QSlider,
     QToolButton,
@@ -59,15 +67,18 @@ from ._common import (
 from ._patients import capture, capture_mapping, find_patients, image_layers
 
 MAP_LAYERS = "__map__"
+REVIEWED_MARK = "✓"
 POSTPROCESS = (("drop small components", "min-size"), ("largest component", "largest"), ("none", "none"))
 
 
 def _segment_job(inp, model_name, device, tta, threshold, postprocess, cache, state, emit):
-    """Runs in the worker thread: load (or reuse) the model, segment, and measure the mask here
-    rather than on the GUI thread. Returns (Segmentation, {"voxels", "dice"}), or None when
-    cancelled. Touches no Qt object except through ``emit``."""
+    """Runs in the worker thread: load (or reuse) the model, segment, and measure the mask and
+    rank the slices to review here rather than on the GUI thread. Returns (Segmentation,
+    {"voxels", "dice", "review"}), or None when cancelled. Touches no Qt object except through
+    ``emit``."""
     from ..inference import Cancelled, Segmenter
     from ..metrics import dice
+    from ..uncertainty import slices_to_review
 
     def send(ev):
         if not state.closed:
@@ -91,15 +102,17 @@ def _segment_job(inp, model_name, device, tta, threshold, postprocess, cache, st
         return None
     mask = seg.mask > 0
     stats = {"voxels": int(mask.sum()),
-             "dice": dice(mask, inp.truth > 0) if inp.truth is not None and inp.truth.shape == mask.shape else None}
+             "dice": dice(mask, inp.truth > 0) if inp.truth is not None and inp.truth.shape == mask.shape else None,
+             "review": slices_to_review(seg.prob)}
     return seg, stats
 
 
 class _Result:
-    """A finished run: the layer it went to and its probabilities (for re-thresholding)."""
+    """A finished run: the layer it went to, its probabilities (for re-thresholding) and the
+    slices to check first, as (0-based index, uncertain voxels), most uncertain first."""
 
-    def __init__(self, layer, seg, inp):
-        self.layer, self.seg, self.inp = layer, seg, inp
+    def __init__(self, layer, seg, inp, review):
+        self.layer, self.seg, self.inp, self.review = layer, seg, inp, list(review)
 
 
 class SegmentWidget(QWidget):
@@ -214,6 +227,18 @@ class SegmentWidget(QWidget):
         self.dice_label = QLabel("", objectName="dice")
         for w in (self.status, self.sequences_label, self.volume_label, self.dice_label):
             w.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            layout.addWidget(w)
+
+        self.review_heading = QLabel("", objectName="review_heading", wordWrap=True)
+        self.review_list = QListWidget(objectName="review_list")
+        self.review_list.setToolTip("Slices where the model is least sure, most uncertain first: the expected "
+                                    "number of wrong voxels if its probabilities are calibrated. Click to go there.")
+        self.review_list.setMaximumHeight(150)
+        self.review_list.itemClicked.connect(self._on_review_item)
+        self.review_list.itemActivated.connect(self._on_review_item)
+        self._review_shown = None  # the _Result whose slices the list shows
+        for w in (self.review_heading, self.review_list):
+            w.setVisible(False)
             layout.addWidget(w)
 
         row = QHBoxLayout()
@@ -360,6 +385,7 @@ class SegmentWidget(QWidget):
             self.threshold_label.setText(f"{res.seg.threshold:.2f}")
         self._update_stats()
         self._update_reviewed_label()
+        self._update_review_list()
 
     def _follow_active(self, *_) -> None:
         """Selecting any layer of a patient picks that patient (runs already started keep theirs)."""
@@ -511,7 +537,7 @@ class SegmentWidget(QWidget):
             k += 1
         return f"{base} {k}"
 
-    def _place(self, inp, seg, stats: dict | None = None, model: str = "") -> None:
+    def _place(self, inp, seg, stats: dict, model: str = "") -> None:
         """Put a finished run into the viewer, on the patient it was started for."""
         pid = inp.patient_id
         mask = np.asarray(seg.mask, dtype=np.uint8).copy()
@@ -541,7 +567,7 @@ class SegmentWidget(QWidget):
         patient = find_patients(self.viewer.layers).get(pid)
         if patient is None or patient.flair is None:
             notes.append(f"{pid}'s images were closed during the run, the prediction was added anyway")
-        self._results[pid] = _Result(layer, seg, inp)
+        self._results[pid] = _Result(layer, seg, inp, stats["review"])
         self._fresh_stats = (layer, stats) if stats else None
         # show the result, unless the person picked another patient meanwhile (their next Run is for that one)
         if self.patient_combo.currentData() in (self._run_choice, None) and self.patient_combo.findData(pid) >= 0:
@@ -635,6 +661,7 @@ class SegmentWidget(QWidget):
         if self._life.closed:
             return
         self._update_reviewed_label()
+        self._update_review_list()
         self._fresh_stats = None  # the mask or the ground truth changed
         self._update_stats()
 
@@ -646,6 +673,61 @@ class SegmentWidget(QWidget):
         rs = reviewed_slices(layer)
         here = self.current_slice(layer) in rs
         self.reviewed_label.setText(f"{len(rs)} reviewed slice(s) in '{layer.name}'" + ("; this one is" if here else ""))
+
+    # ------------------------------------------------------------------ slices to check first
+
+    def _update_review_list(self) -> None:
+        """Show the chosen patient's slices to check first (or nothing); rebuilt only for another
+        run, otherwise just the check marks follow the reviewed slices."""
+        res = self._result()
+        if res is None:
+            self._review_shown = None
+            self.review_list.clear()
+            for w in (self.review_heading, self.review_list):
+                w.setVisible(False)
+            return
+        if res is not self._review_shown:
+            self._review_shown = res
+            self.review_list.clear()
+            for z, score in res.review:
+                item = QListWidgetItem()
+                item.setData(Qt.ItemDataRole.UserRole, z)
+                self.review_list.addItem(item)
+            self.review_heading.setText(
+                "Check these slices first (most uncertain first; click one to go there):" if res.review
+                else "Check these slices first: none, the model is sure on every slice.")
+            self.review_heading.setVisible(True)
+            self.review_list.setVisible(bool(res.review))
+        done = set(reviewed_slices(res.layer))
+        files = res.inp.slice_files
+        for row, (z, score) in enumerate(res.review):
+            item = self.review_list.item(row)
+            name = f" (file {files[z]})" if z < len(files) else ""
+            mark = f"{REVIEWED_MARK} " if z in done else ""
+            item.setText(f"{mark}slice {z}{name}: ~{score:.0f} uncertain voxels")
+            item.setToolTip(f"slice {z} in the viewer{name}; " + ("reviewed" if z in done else "not reviewed yet"))
+
+    def review_slices(self, patient_id: str | None = None) -> list[tuple[int, float]]:
+        """The slices to check first for the last run on ``patient_id`` (default: the chosen
+        patient): (0-based index, uncertain voxels), most uncertain first."""
+        res = self._result(patient_id)
+        return list(res.review) if res else []
+
+    def _on_review_item(self, item) -> None:
+        z = item.data(Qt.ItemDataRole.UserRole)
+        if z is not None:
+            self.go_to_slice(int(z))
+
+    def go_to_slice(self, z: int) -> None:
+        """Show slice ``z`` (0-based) of the chosen patient's prediction, whatever its scale."""
+        res = self._result()
+        layer = res.layer if res is not None else None
+        if layer is None or self.viewer.dims.ndim < layer.ndim:
+            self.viewer.dims.set_current_step(0, z)
+            return
+        axis = self.viewer.dims.ndim - layer.ndim
+        world = layer.data_to_world([z] + [0] * (layer.ndim - 1))
+        self.viewer.dims.set_point(axis, float(world[0]))
 
     def _set_status(self, text: str) -> None:
         self.status.setText(text)
