@@ -102,7 +102,7 @@ def test_segment_real_patients(kaggle_root, tiny_model_store, tmp_path, capsys):
         assert 0.0 <= float(row["dice"]) <= 1.0
         assert row["missing_sequences"] == lgg_io.describe_sequences(lgg_io.missing_sequences(patient.image))
         assert float(row["seconds"]) > 0 and row["model"] == tiny_model_store
-        assert row["flagged_slices"] == ""
+        assert row["flagged_slices"].split() == [str(z + 1) for z in corr.extra["flagged_slices"]]
         assert patient.patient_id in captured.out
     # the expert masks beside the images are untouched, and predictions open as training data
     from napari_lggseg.training import volumes_from_path
@@ -299,3 +299,31 @@ def test_ctrl_c_stops_training_and_keeps_the_best_model(own_store, tiny_model_st
     card = models.get_model("interrupted").card
     assert card["training"]["stopped"] == "cancelled"
     assert card["history"][0]["epoch"] == 0
+
+
+def test_segment_flags_the_slices_to_check_first(tiny_model_store, tmp_path):  # noqa: F811
+    """The CSV lists the slices to check first by their file numbers, most uncertain first; the
+    prediction's sidecar keeps them (0-based, like its reviewed slices) with their files and
+    scores; both are the list the Segment tumour widget shows (uncertainty.slices_to_review)."""
+    from napari_lggseg.inference import Segmenter
+    from napari_lggseg.uncertainty import slices_to_review
+
+    folder = _write_synthetic_patient(tmp_path / "data", seed=31, n=12, size=96)
+    out = tmp_path / "predictions"
+    assert cli.main(["segment", str(folder), "--out", str(out), "--model", tiny_model_store,
+                     "--device", "cpu"]) == 0
+    (row,) = _read_csv(out / "segmentation.csv")
+    numbers = [int(n) for n in row["flagged_slices"].split()]
+    assert numbers and len(set(numbers)) == len(numbers) and all(1 <= n <= 12 for n in numbers)
+
+    extra = lgg_io.read_corrections(out / folder.name).extra
+    assert [n - 1 for n in numbers] == extra["flagged_slices"]
+    assert extra["flagged_slice_files"] == [f"{folder.name}_{n}.tif" for n in numbers]
+    scores = extra["flagged_uncertain_voxels"]
+    assert scores == sorted(scores, reverse=True) and min(scores) >= 5.0
+
+    patient = lgg_io.read_patient(folder)
+    prob = Segmenter.from_store(tiny_model_store, "cpu").segment(patient.image, 0.5).prob
+    expected = slices_to_review(prob)
+    assert extra["flagged_slices"] == [z for z, _ in expected]
+    assert scores == pytest.approx([v for _, v in expected], abs=0.06)

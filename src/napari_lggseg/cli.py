@@ -178,6 +178,7 @@ def _card_postprocess(seg, chosen: str | None) -> str:
 
 def cmd_segment(args) -> int:
     from . import lgg_io, metrics
+    from .uncertainty import slices_to_review
 
     folders = patient_folders(args.inputs)
     if not folders:
@@ -204,14 +205,20 @@ def cmd_segment(args) -> int:
             result = seg.segment(patient.image, args.threshold, post, progress=bar.update)
         finally:
             bar.close()
+        flagged = slices_to_review(result.prob)  # the list the Segment tumour widget shows
+        # the sidecar counts slices from 0 like its reviewed_slices; the CSV gives the numbers in the
+        # file names (an LGG folder's slices are numbered 1..N without gaps, so number = index + 1)
         lgg_io.write_corrections(out_dir / patient.patient_id, result.mask, patient.patient_id, folder,
                                  reviewed_slices=[], model=seg.name,
-                                 extra={"kind": "prediction", "threshold": args.threshold, "postprocess": post})
+                                 extra={"kind": "prediction", "threshold": args.threshold, "postprocess": post,
+                                        "flagged_slices": [z for z, _ in flagged],
+                                        "flagged_slice_files": [patient.slice_files[z] for z, _ in flagged],
+                                        "flagged_uncertain_voxels": [round(v, 1) for _, v in flagged]})
         d = metrics.dice(result.mask, patient.mask) if patient.mask is not None else None
         rows.append({"patient": patient.patient_id, "slices": patient.image.shape[0],
                      "tumour_voxels": int(result.mask.sum()), "dice": _fmt(d, ".4f"),
                      "missing_sequences": result.sequences_note, "seconds": f"{result.seconds:.2f}",
-                     "model": seg.name, "flagged_slices": ""})
+                     "model": seg.name, "flagged_slices": " ".join(str(z + 1) for z, _ in flagged)})
         _write_csv(csv_path, rows, CSV_COLUMNS)  # rewritten after each patient: a stopped run keeps its rows
         print(f"{patient.patient_id}: {patient.image.shape[0]} slices, {int(result.mask.sum())} tumour voxels"
               + (f", Dice {d:.3f}" if d is not None else "") + f", {result.seconds:.1f} s"
@@ -442,7 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("segment", help="segment patients; write prediction folders and a CSV",
                        description="Segment each patient; write OUT/<patient> (a corrections folder that "
-                       "napari and `lggseg train` open) and OUT/segmentation.csv.")
+                       "napari and `lggseg train` open) and OUT/segmentation.csv. Its flagged_slices column "
+                       "lists the slices to check first (the numbers in the file names, most uncertain first).")
     p.add_argument("inputs", nargs="+", metavar="PATIENT_DIR|KAGGLE_ROOT")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
