@@ -1,5 +1,6 @@
 """``python -m napari_lggseg.demo [PATH]``: napari with an LGG patient (the synthetic sample
-unless PATH is given) and the Segment and Fine-tune widgets docked."""
+unless PATH is given), the Segment and Fine-tune widgets docked, and a first segmentation with
+the default model running (``--no-segment`` to skip it)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import argparse
 PLUGIN = "napari-lggseg"
 
 
-def make_demo_viewer(path: str | None = None, show: bool = True):
-    """A viewer with the sample (or ``path``, read by this plugin) and both widgets docked."""
+def make_demo_viewer(path: str | None = None, show: bool = True, segment: bool = False):
+    """A viewer with the sample (or ``path``, read by this plugin) and both widgets docked;
+    with ``segment``, Segment tumour starts a run (in its worker thread) with the default model."""
     import napari
 
     viewer = napari.Viewer(title="napari-lggseg demo", show=show)
@@ -17,20 +19,23 @@ def make_demo_viewer(path: str | None = None, show: bool = True):
         viewer.open(path, plugin=PLUGIN)
     else:
         viewer.open_sample(PLUGIN, "synthetic_patient")
-    viewer.window.add_plugin_dock_widget(PLUGIN, "Segment tumour")
+    _, seg_widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment tumour")
     viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune", tabify=True)
     # start in the middle of the volume, where the tumour usually is
     viewer.dims.set_point(0, (viewer.dims.range[0].start + viewer.dims.range[0].stop) / 2)
+    if segment and seg_widget.model_name():
+        seg_widget.run()
     return viewer
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m napari_lggseg.demo", description=__doc__)
     parser.add_argument("path", nargs="?", help="patient folder, slice, corrections folder or kaggle_3m root")
+    parser.add_argument("--no-segment", action="store_true", help="do not segment on start")
     args = parser.parse_args(argv)
     import napari
 
-    make_demo_viewer(args.path)
+    make_demo_viewer(args.path, segment=not args.no_segment)
     napari.run()
 
 

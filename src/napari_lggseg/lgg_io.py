@@ -361,6 +361,7 @@ def write_corrections(
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide the corrections from colleagues
     except OSError as exc:
         raise LGGWriteError(f"{out}: cannot write corrections here ({exc.strerror or exc})") from exc
     try:
