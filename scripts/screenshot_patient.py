@@ -29,9 +29,11 @@ def main() -> None:
 
     viewer = make_demo_viewer(str(args.patient), show=True, segment=True)
     viewer.window._qt_window.resize(1400, 900)
-    seg = next(w for w in viewer.window._dock_widgets.values() if "Segment" in w.name).widget()
+    dock = next(w for name, w in viewer.window._dock_widgets.items() if "Segment" in name)
+    dock.raise_()  # show Segment tumour rather than the Fine-tune tab beside it
+    seg = dock.widget()
     app = QApplication.instance()
-    while seg.is_running():
+    while seg.is_running:
         app.processEvents()
     for _ in range(10):
         app.processEvents()

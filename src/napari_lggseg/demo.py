@@ -23,7 +23,7 @@ def make_demo_viewer(path: str | None = None, show: bool = True, segment: bool =
     viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune", tabify=True)
     # start in the middle of the volume, where the tumour usually is
     viewer.dims.set_point(0, (viewer.dims.range[0].start + viewer.dims.range[0].stop) / 2)
-    if segment and seg_widget.model_name():
+    if segment and seg_widget.model_name:
         seg_widget.run()
     return viewer
 
