@@ -99,14 +99,16 @@ def report(name: str, seconds: float, gaps: list[float]) -> dict:
 def ensure_model(name: str | None) -> str:
     from napari_lggseg import models
 
+    if "LGGSEG_MODEL_DIR" not in os.environ:
+        # models the benchmark fine-tunes go to a temporary store, not the user's
+        store = tempfile.mkdtemp(prefix="lggseg-bench-store-")
+        atexit.register(shutil.rmtree, store, ignore_errors=True)
+        os.environ["LGGSEG_MODEL_DIR"] = store
     if name:
         return models.get_model(name).name
     if models.list_models():
         return models.default_model_name("cpu")
-    # empty store: a tiny model, as the tests train it, in a temporary store removed at exit
-    store = tempfile.mkdtemp(prefix="lggseg-bench-store-")
-    atexit.register(shutil.rmtree, store, ignore_errors=True)
-    os.environ["LGGSEG_MODEL_DIR"] = store
+    # empty store: a tiny model, as the tests train it
     from napari_lggseg.preprocess import Recipe
     from napari_lggseg.synthetic import make_synthetic_patient
     from napari_lggseg.training import TrainConfig, TrainVolume, model_card, train
