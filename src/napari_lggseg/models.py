@@ -313,6 +313,12 @@ def download_reference() -> ModelInfo:
             f"could not download the reference weights from {REFERENCE_URL} ({type(exc).__name__}: {exc}). "
             "Are you offline? The shipped models work without a network."
         ) from exc
+    # torch.hub convention: the file name carries the first 8 hex digits of its sha256
+    prefix = REFERENCE_URL.rsplit("-", 1)[-1].split(".")[0]
+    if not sha256_of(Path(path)).startswith(prefix):
+        Path(path).unlink(missing_ok=True)
+        raise ModelError(f"{path}: downloaded file does not match its published hash prefix {prefix}; "
+                         "deleted it, try again")
     sd = torch.load(path, map_location="cpu", weights_only=True)
     model = UNet(3, 1, 32)
     load_state_dict_strict(model, sd, source=path)
