@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -56,16 +55,6 @@ def pick_patients(root: Path, n: int, lo: int = 30, hi: int = 36) -> list[Path]:
     if not out:
         raise SystemExit(f"no patients with {lo}-{hi} slices in {root}")
     return out
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def peak_rss_mb() -> float:
@@ -187,7 +176,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from napari_lggseg.devices import cpu_has_native_bf16
+    from napari_lggseg.devices import cpu_has_native_bf16, cpu_model
 
     if not args.data.is_dir():
         raise SystemExit(f"{args.data}: no such folder (give --data KAGGLE_ROOT)")

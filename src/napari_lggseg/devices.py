@@ -7,7 +7,9 @@ processor has native bf16 (AVX512-BF16/AMX): elsewhere it is ~80x slower than fp
 from __future__ import annotations
 
 import contextlib
+import platform
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -83,6 +85,24 @@ def autocast(device: torch.device, enabled: bool = True):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def is_cancelled(cancel) -> bool:
+    """A cancel flag: None, a threading.Event, or a callable returning True to stop."""
+    if cancel is None:
+        return False
+    return cancel.is_set() if hasattr(cancel, "is_set") else bool(cancel())
+
+
+def cpu_model() -> str:
+    """The processor's name, for benchmark and report headers."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

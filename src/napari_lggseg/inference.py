@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from . import metrics
-from .devices import autocast, is_out_of_memory, resolve_device
+from .devices import autocast, is_cancelled, is_out_of_memory, resolve_device
 from .lgg_io import describe_sequences, missing_sequences
 from .preprocess import Geometry, Recipe, prepare, restore
 
@@ -25,14 +25,6 @@ Progress = Callable[[int, int], None]
 
 class Cancelled(Exception):
     """The caller's cancel flag was raised; nothing was produced."""
-
-
-def _is_cancelled(cancel) -> bool:
-    if cancel is None:
-        return False
-    if hasattr(cancel, "is_set"):
-        return cancel.is_set()
-    return bool(cancel())
 
 
 @dataclass
@@ -107,7 +99,7 @@ class Segmenter:
         out = np.empty((n, x.shape[2], x.shape[3]), np.float32)
         i = 0
         while i < n:
-            if _is_cancelled(cancel):
+            if is_cancelled(cancel):
                 raise Cancelled()
             b = min(self.batch_size, n - i)
             try:

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import lgg_io, metrics
-from .devices import autocast, resolve_device
+from .devices import autocast, is_cancelled, resolve_device
 from .lgg_io import SEQUENCES
 from .preprocess import Geometry, Recipe, prepare, prepare_mask, restore
 
@@ -475,7 +475,7 @@ def train(
             _bn_eval(model)
         losses = []
         for _ in range(spe):
-            elapsed, cancelled = _shared_clock(time.perf_counter() - t_start, _cancelled(cancel), world, device)
+            elapsed, cancelled = _shared_clock(time.perf_counter() - t_start, is_cancelled(cancel), world, device)
             if cancelled:
                 stopped = "cancelled"
                 break
@@ -584,12 +584,6 @@ def _dump_weight_hash(model: nn.Module, best_state: dict, rank: int) -> None:
         Path(f"{path}.rank{rank}").write_text(
             json.dumps({"final": state_dict_hash(model.state_dict()),
                         "returned": state_dict_hash(best_state) if best_state is not None else None}))
-
-
-def _cancelled(cancel) -> bool:
-    if cancel is None:
-        return False
-    return cancel.is_set() if hasattr(cancel, "is_set") else bool(cancel())
 
 
 def model_card(recipe: Recipe, width: int, result: TrainResult, cfg: TrainConfig, parent: str | None,
