@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import gc
 import os
 import shutil
 import statistics
@@ -55,6 +56,7 @@ class GapMeter:
         self.timer.setInterval(TICK_MS)
         self.timer.timeout.connect(self._tick)
         self.gaps: list[float] = []
+        self.ticks: list[float] = []  # every tick of every phase, for StallSampler
         self._last = None
 
     def _tick(self):
@@ -62,14 +64,86 @@ class GapMeter:
         if self._last is not None:
             self.gaps.append(now - self._last)
         self._last = now
+        self.ticks.append(now)
 
     def start(self):
-        self.gaps, self._last = [], None
+        # the first gap counts from now: work done synchronously right after start() is a stall too
+        self.gaps, self._last = [], time.perf_counter()
         self.timer.start()
 
     def stop(self) -> list[float]:
         self.timer.stop()
         return self.gaps
+
+
+class StallSampler:
+    """A watchdog thread that, while the GUI tick is more than ``after_ms`` late, samples the
+    Python stacks of every busy thread every 20 ms: where a stall comes from. (A thread holding the
+    GIL in C code delays the sample, but its frame still shows.)"""
+
+    IDLE = ("threading.py", "queue.py", "selectors.py")
+
+    def __init__(self, meter: GapMeter, after_ms: float = 50.0):
+        import threading
+
+        self.meter, self.after = meter, after_ms / 1000
+        self.stalls: dict[float, list[str]] = {}  # tick time before the stall -> stack samples
+        self.collections: list[tuple[float, float, int, str]] = []  # start, seconds, generation, thread
+        self._gc_start = 0.0
+        gc.callbacks.append(self._on_gc)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self):
+        import sys
+        import threading
+        import traceback
+
+        while not self._stop.wait(0.005):
+            last = self.meter._last
+            if last is None or time.perf_counter() - last < self.after:
+                continue
+            names = {t.ident: t.name for t in threading.enumerate()}
+            stacks = []
+            for ident, frame in sys._current_frames().items():
+                if ident == threading.get_ident():
+                    continue
+                lines = traceback.format_stack(frame)
+                if any(idle in lines[-1] for idle in self.IDLE):
+                    continue
+                stacks.append(f"--- {names.get(ident, ident)}\n" + "".join(lines[-8:]))
+            self.stalls.setdefault(last, []).append("\n".join(stacks))
+            self._stop.wait(0.02)
+
+    def _on_gc(self, phase, info):
+        import threading
+
+        now = time.perf_counter()
+        if phase == "start":
+            self._gc_start = now
+        elif now - self._gc_start > 0.02:
+            self.collections.append((self._gc_start, now - self._gc_start, info["generation"],
+                                     threading.current_thread().name))
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+        gc.callbacks.remove(self._on_gc)
+
+    def print(self, top: int = 3):
+        """The samples of the ``top`` longest stalls."""
+        gaps = {}
+        for last, samples in self.stalls.items():
+            nxt = min((t for t in self.meter.ticks if t > last), default=None)
+            gaps[last] = (nxt - last) if nxt else float("nan")
+        for last in sorted(gaps, key=lambda k: -gaps[k])[:top]:
+            print(f"===== stall of {gaps[last] * 1000:.0f} ms: {len(self.stalls[last])} sample(s)", flush=True)
+            for start, secs, gen, thread in self.collections:
+                if last <= start <= last + gaps[last]:
+                    print(f"(garbage collection of generation {gen} in {thread}: {secs * 1000:.0f} ms)")
+            for text in self.stalls[last][:3]:
+                print(text, flush=True)
 
 
 def run_until_done(widget, start, settle_ms: int = 200) -> float:
@@ -86,13 +160,20 @@ def run_until_done(widget, start, settle_ms: int = 200) -> float:
     return time.perf_counter() - t0 - settle_ms / 1000
 
 
+_modules_seen = set(sys.modules)
+
+
 def report(name: str, seconds: float, gaps: list[float]) -> dict:
+    global _modules_seen
+    new = set(sys.modules) - _modules_seen
+    _modules_seen |= new
     worst = max(gaps) * 1000 if gaps else float("nan")
     p99 = statistics.quantiles(gaps, n=100)[98] * 1000 if len(gaps) >= 100 else worst
     over = sum(g > 0.1 for g in gaps)
     verdict = "OK" if worst < 100 else "OVER TARGET"
     print(f"{name:<34} {seconds:7.1f} s  {len(gaps):6d} ticks  longest gap {worst:7.1f} ms  "
-          f"p99 {p99:6.1f} ms  gaps >100 ms: {over}  [{verdict}]", flush=True)
+          f"p99 {p99:6.1f} ms  gaps >100 ms: {over}  [{verdict}]"
+          + (f"  ({len(new)} modules imported)" if new else ""), flush=True)
     return {"phase": name, "seconds": seconds, "ticks": len(gaps), "longest_ms": worst, "p99_ms": p99}
 
 
@@ -168,6 +249,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="segmentation runs (default 2)")
     parser.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs (default 2)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--stacks", action="store_true",
+                        help="print the Python stacks of all threads during the longest stalls")
     parser.add_argument("--sample", action="store_true", help="use the synthetic sample patient, not --data")
     parser.add_argument("--screenshots", type=Path, metavar="DIR",
                         help="also save the window after segmenting and after fine-tuning as "
@@ -209,6 +292,7 @@ def main(argv=None) -> int:
           f"torch threads: {torch.get_num_threads()}; cores: {os.cpu_count()}; "
           f"load average before: {os.getloadavg()[0]:.1f}", flush=True)
     meter = GapMeter()
+    sampler = StallSampler(meter) if args.stacks else None
     results = []
 
     from qtpy.QtCore import QEventLoop, QTimer
@@ -233,6 +317,15 @@ def main(argv=None) -> int:
         label = "segment" + (" (incl. model load)" if i == 0 else "")
         results.append(report(label, secs, meter.stop()))
 
+    # napari's own cost of what a run ends with: adding a Labels layer of the patient's shape
+    meter.start()
+    t0 = time.perf_counter()
+    ref = viewer.add_labels(np.zeros(flair.data.shape, np.uint8), name="reference labels")
+    QTimer.singleShot(200, loop.quit)
+    loop.exec()
+    results.append(report("napari: add a Labels layer (reference)", time.perf_counter() - t0 - 0.2, meter.stop()))
+    viewer.layers.remove(ref)
+
     pred = seg.result_layer()
     mask = np.asarray(pred.data) > 0
     if args.screenshots:
@@ -252,6 +345,9 @@ def main(argv=None) -> int:
     if args.screenshots:
         shoot(viewer, args.screenshots / "screenshot_finetune.png")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
+    if sampler is not None:
+        sampler.stop()
+        sampler.print()
     if ft.new_model:
         from napari_lggseg.models import delete_model
 

@@ -85,6 +85,9 @@ class FineTuneWidget(QWidget):
 
     def __init__(self, viewer: napari.viewer.Viewer, parent=None):
         super().__init__(parent)
+        from ..warmup import for_training
+
+        for_training()  # now, not in the first run's worker (see warmup.py)
         self.viewer = real_viewer(viewer)
         self.tracker = tracker_for(self.viewer)
         self._life = Life()

@@ -3,7 +3,9 @@
 Drawing a whole figure takes tens of milliseconds of Python on the GUI thread, and longer while
 the training thread competes for the interpreter. So the axes are drawn only when their limits
 change; each new point is blitted onto a cached background (a few milliseconds). A hidden plot
-(another dock tab in front) draws nothing until it is shown.
+(another dock tab in front) draws nothing until it is shown. A new run redraws the axes only if
+its label or epoch range differs from the last one, and then before its worker starts, so the draw
+does not compete with the worker for the interpreter.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class EpochPlot:
                                                 animated=True, visible=False)
         self._background = None
         self._stale = False
+        self._layout = None  # (label, x range) the axes were last drawn with
         self.canvas.mpl_connect("draw_event", self._on_draw)
         self.reset("validation Dice")
 
@@ -43,15 +46,25 @@ class EpochPlot:
 
         self.loss_line.set_data([], [])
         self.dice_line.set_data([], [])
-        self.dice_line.set_label(dice_label)
         self.before_line.set_visible(False)
+        layout = (dice_label, max(3, epochs or 3))
+        unchanged = (layout == self._layout and self.ax_loss.get_xlim() == (0.5, layout[1] + 0.5)
+                     and self.ax_loss.get_ylim() == (0, 1.5))
+        if unchanged and self._background is not None:
+            self._update(full=False)  # same axes: blit the empty curves
+            return
+        self._layout = layout
+        self.dice_line.set_label(dice_label)
         self.ax_dice.set_ylabel(dice_label if len(dice_label) < 28 else "validation Dice", color="tab:orange")
-        self.ax_loss.set_xlim(0.5, max(3, epochs or 3) + 0.5)
+        self.ax_loss.set_xlim(0.5, layout[1] + 0.5)
         self.ax_loss.set_ylim(0, 1.5)
         self.ax_dice.set_ylim(0, 1)
         before = Line2D([], [], ls="--", color="tab:orange", alpha=0.5, label="before fine-tuning")
         self.ax_loss.legend(handles=[self.loss_line, self.dice_line, before], loc="lower left", fontsize="small")
-        self._update(full=True)
+        if self.canvas.isVisible():
+            self.canvas.draw()  # now, before the run's worker starts (see the module docstring)
+        else:
+            self._stale = True
 
     def add_epoch(self, epoch: int, loss: float | None, dice: float | None) -> None:
         """Epoch 0 (the model before training) draws the dashed 'before' line; later epochs add

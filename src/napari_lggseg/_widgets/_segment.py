@@ -120,6 +120,9 @@ class SegmentWidget(QWidget):
 
     def __init__(self, viewer: napari.viewer.Viewer, parent=None):
         super().__init__(parent)
+        from ..warmup import for_segmentation
+
+        for_segmentation()  # now, not in the first run's worker (see warmup.py)
         self.viewer = real_viewer(viewer)
         self.tracker = tracker_for(self.viewer)
         self._segmenters: dict = {}  # (model, device) -> Segmenter, reused between runs
