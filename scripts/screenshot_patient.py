@@ -30,7 +30,6 @@ def main() -> None:
     viewer = make_demo_viewer(str(args.patient), show=True, segment=True)
     viewer.window._qt_window.resize(1400, 900)
     dock = next(w for name, w in viewer.window._dock_widgets.items() if "Segment" in name)
-    dock.raise_()  # show Segment tumour rather than the Fine-tune tab beside it
     seg = dock.widget()
     app = QApplication.instance()
     while seg.is_running:

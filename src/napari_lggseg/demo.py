@@ -9,18 +9,23 @@ import argparse
 PLUGIN = "napari-lggseg"
 
 
-def make_demo_viewer(path: str | None = None, show: bool = True, segment: bool = False):
-    """A viewer with the sample (or ``path``, read by this plugin) and both widgets docked;
-    with ``segment``, Segment tumour starts a run (in its worker thread) with the default model."""
+def make_demo_viewer(path: str | None = None, show: bool = True, segment: bool = False, viewer=None):
+    """A viewer (a new one unless ``viewer`` is given) with the sample (or ``path``, read by this
+    plugin) and both widgets docked, Segment tumour in front; with ``segment``, Segment tumour
+    starts a run (in its worker thread) with the default model."""
     import napari
+    from qtpy.QtCore import QTimer
 
-    viewer = napari.Viewer(title="napari-lggseg demo", show=show)
+    if viewer is None:
+        viewer = napari.Viewer(title="napari-lggseg demo", show=show)
     if path:
         viewer.open(path, plugin=PLUGIN)
     else:
         viewer.open_sample(PLUGIN, "synthetic_patient")
-    _, seg_widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment tumour")
+    seg_dock, seg_widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment tumour")
     viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune", tabify=True)
+    # tabifying puts Fine-tune in front; raising takes effect only once Qt has laid the tabs out
+    QTimer.singleShot(0, seg_dock.raise_)
     # start in the middle of the volume, where the tumour usually is
     viewer.dims.set_point(0, (viewer.dims.range[0].start + viewer.dims.range[0].stop) / 2)
     if segment and seg_widget.model_name:
