@@ -1,7 +1,7 @@
 """Seconds for one fine-tuning round: what the widget's "Fine-tune" button costs (target <= 60 s
 on 2 CPU cores).
 
-The round is ``training.fine_tune_config(1)``: 3 epochs of 10 steps of 16 slices, lr 3e-4,
+The round is ``training.fine_tune_config(1)``: 3 epochs of 10 steps of 16 slices, lr 1e-4,
 BatchNorm frozen, steps capped at 51 s. It runs on one corrected volume: a real patient from
 ``--data`` (default ``../shared/lgg/kaggle_3m``; the training-split patient whose slice count is
 closest to 33, or ``--patient``) whose ground truth stands in for a person's correction, saved

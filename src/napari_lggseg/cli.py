@@ -332,7 +332,7 @@ def cmd_train(args) -> int:
         + (f" ({', '.join(val_ids)})" if 0 < len(val_ids) <= 5 else "")
         + (f"; {world} processes" if world > 1 else ""))
 
-    lr = args.lr if args.lr is not None else (3e-4 if parent else 1e-3)
+    lr = args.lr if args.lr is not None else (training.fine_tune_config().lr if parent else 1e-3)
     cfg = training.TrainConfig(epochs=args.epochs, minutes=args.minutes, batch_size=args.batch_size, lr=lr,
                                loss=args.loss, seed=args.seed, device=args.device)
     if cfg.epochs is None and cfg.minutes is None:
@@ -486,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=16, help="features of the first level for a new model (default 16)")
     p.add_argument("--loss", choices=("dice+bce", "dice", "bce"), default="dice+bce")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3, 3e-4 with --from)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3; with --from, the fine-tuning round's, 1e-4)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("models", help="list, rename, delete, export or import models")

@@ -10,10 +10,7 @@ from .preprocess import Recipe
 
 def default_config(n_volumes: int = 1) -> training.TrainConfig:
     """The default budget of one round (see training.fine_tune_config)."""
-    make = getattr(training, "fine_tune_config", None)
-    if make is not None:
-        return make(n_volumes)
-    return training.TrainConfig(epochs=3, steps_per_epoch=12, batch_size=16, lr=3e-4, warmup_steps=5)
+    return training.fine_tune_config(n_volumes)
 
 
 def fine_tune(base: str, volumes: list[training.TrainVolume], val_volumes=None,

@@ -248,10 +248,14 @@ def fine_tune_config(n_volumes: int = 1, device: str = "auto", seed: int = 0) ->
     cannot re-estimate them), and a 51-second cap on the steps so a slow or busy machine still
     ends the round in about a minute, with fewer steps (reading, preprocessing and validation
     come on top of the cap). With the width-16, 128-pixel model on 2 CPU cores a step of 16
-    slices takes ~1.3 s, so the 30 steps take ~40 s; ``benchmarks/bench_finetune_round.py``
+    slices takes ~0.8 s, so the 30 steps take ~25 s; ``benchmarks/bench_finetune_round.py``
     measures a round on one corrected 34-slice volume.
+
+    Learning rate 1e-4, not 3e-4: with 3e-4 a round on one to three volumes cost the model 0.02 to
+    0.08 Dice on the patients of other institutions (forgetting); 1e-4 stayed within 0.01
+    (``training/compare_rounds.py``, see training/HITL.md).
     """
-    return TrainConfig(epochs=3, steps_per_epoch=10, minutes=0.85, batch_size=16, lr=3e-4, warmup_steps=5,
+    return TrainConfig(epochs=3, steps_per_epoch=10, minutes=0.85, batch_size=16, lr=1e-4, warmup_steps=5,
                        freeze_bn=n_volumes <= 8, patience=None, seed=seed, device=device)
 
 
