@@ -224,7 +224,8 @@ def write_report(args, rows, before, base_info, budget, wall) -> None:
               f"{args.slices} slices per volume that the review list ranks first; `control` = k volumes from the "
               "base model's own institutions (separates new-site gains from more training). "
               "'Δ Dice other sites' is the change on the base model's own validation patients (other "
-              "institutions): what fine-tuning costs elsewhere.", ""]
+              "institutions): what fine-tuning costs elsewhere.", "",
+              "How the round's learning rate was chosen (on forgetting, with the same base): [ROUNDS.md](ROUNDS.md).", ""]
     args.out.write_text("\n".join(lines) + "\n")
     (fig_dir / "hitl_rows.json").write_text(json.dumps(rows, indent=1))
     print("\n".join(lines))
