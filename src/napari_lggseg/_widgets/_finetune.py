@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 
 import napari.viewer
+from napari.qt.threading import create_worker
 import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
@@ -319,8 +320,6 @@ class FineTuneWidget(QWidget):
         except (ValueError, ModelError) as exc:
             self.status.setText(f"Cannot fine-tune: {exc}")
             return False
-        from napari.qt.threading import create_worker
-
         cfg = self.config(len(train_vols))
         state = RunState()
         relay = Relay()

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import napari.layers
 import napari.viewer
+from napari.qt.threading import create_worker
 import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
@@ -450,8 +451,6 @@ class SegmentWidget(QWidget):
         except ValueError as exc:
             self._set_status(str(exc))
             return False
-        from napari.qt.threading import create_worker
-
         state = RunState()
         relay = Relay()
         relay.event.connect(self._on_event)
