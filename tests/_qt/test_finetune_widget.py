@@ -94,6 +94,7 @@ def test_finetune_from_painted_corrections(make_napari_viewer, qtbot, store, tin
     assert ft.plot_points() == {"loss": 2, "dice": 2}
     assert list(ft.loss_line.get_xdata()) == [1, 2]
     assert ft.dice_line.get_label() == "Dice on corrected slices"
+    assert "slices it learned from" in ft.status.text()  # a rising curve here says nothing of other patients
 
     # selected in Segment tumour, and one click segments the patient with it
     assert seg.model_name == "tiny-corrected"

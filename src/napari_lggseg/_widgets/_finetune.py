@@ -385,8 +385,13 @@ class FineTuneWidget(QWidget):
         if seg is not None:
             seg.refresh_models(select=info.name)
         self.segment_button.setEnabled(True)
+        caveat = ""
+        if self._label_short == CORRECTED_LABEL and result.best_val_dice is not None:
+            # in training/HITL.md a round raised this while other patients lost Dice: say so
+            caveat = (" That Dice is on the slices it learned from; to see whether other patients gain, open "
+                      "one with ground truth (unticked) before fine-tuning, or segment one you know.")
         self.status.setText(f"Saved model '{info.name}' ({result.steps} steps, {result.seconds:.0f} s, "
-                            f"{result.stopped}){dice}." + (" Selected in Segment tumour." if seg else ""))
+                            f"{result.stopped}){dice}." + (" Selected in Segment tumour." if seg else "") + caveat)
 
     def _on_errored(self, exc) -> None:
         if not self._life.closed:
