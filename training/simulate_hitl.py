@@ -1,8 +1,8 @@
 """Does correcting a few volumes of a new site make the model better there? A seeded simulation.
 
     python training/simulate_hitl.py                    # full run: HT held out, 5 draws, k = 1, 2, 3
-    python training/simulate_hitl.py --quick            # CI-sized smoke run (minutes)
-    python training/simulate_hitl.py --institution CS --base-minutes 40
+    python training/simulate_hitl.py --quick            # smoke run (minutes) into runs/hitl-quick/
+    python training/simulate_hitl.py --institution CS --base-steps 3000
 
 1. A base model is trained on the 80 patients minus one institution (``--institution``), with the
    shipped recipe and a smaller budget, or reused from ``--base-dir`` if already there.
@@ -69,8 +69,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run, not a result")
-    ap.add_argument("--out", type=Path, default=HERE / "HITL.md")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="report (figures go to figures/ beside it); default training/HITL.md, with --quick "
+                         "runs/hitl-quick/HITL.md so that a smoke run never replaces the real result")
     args = ap.parse_args()
+    if args.out is None:
+        args.out = HERE.parent / "runs" / "hitl-quick" / "HITL.md" if args.quick else HERE / "HITL.md"
     if args.quick:
         args.draws, args.ks, args.base_steps, args.base_minutes = 2, "1", 40, min(args.base_minutes, 1.0)
     torch.set_num_threads(args.threads)
@@ -170,8 +174,8 @@ def write_report(args, rows, before, base_info, budget, wall) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig_dir = HERE / "figures"
-    fig_dir.mkdir(exist_ok=True)
+    fig_dir = args.out.parent / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
     arms = ["whole", "uncertain", "control"]
     ks = sorted({r["k"] for r in rows})
     fig, ax = plt.subplots(figsize=(6, 3.5))

@@ -253,7 +253,7 @@ def fine_tune_config(n_volumes: int = 1, device: str = "auto", seed: int = 0) ->
 
     Learning rate 1e-4, not 3e-4: with 3e-4 a round on one to three volumes cost the model 0.02 to
     0.08 Dice on the patients of other institutions (forgetting); 1e-4 stayed within 0.01
-    (``training/compare_rounds.py``, see training/HITL.md).
+    (``training/compare_rounds.py`` → training/ROUNDS.md).
     """
     return TrainConfig(epochs=3, steps_per_epoch=10, minutes=0.85, batch_size=16, lr=1e-4, warmup_steps=5,
                        freeze_bn=n_volumes <= 8, patience=None, seed=seed, device=device)
