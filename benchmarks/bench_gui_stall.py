@@ -134,7 +134,7 @@ class StallSampler:
     def print(self, top: int = 3):
         """The samples of the ``top`` longest stalls."""
         gaps = {}
-        for last, samples in self.stalls.items():
+        for last in self.stalls:
             nxt = min((t for t in self.meter.ticks if t > last), default=None)
             gaps[last] = (nxt - last) if nxt else float("nan")
         for last in sorted(gaps, key=lambda k: -gaps[k])[:top]:

@@ -418,5 +418,5 @@ def test_fine_tune_config_is_a_short_gentle_round():
     BatchNorm frozen for a few volumes (what test_batchnorm... checks the loop honours)."""
     cfg = training.fine_tune_config(1)
     assert cfg.epochs * cfg.steps_per_epoch <= 60 and cfg.minutes is not None and cfg.minutes < 1.0
-    assert cfg.lr <= 1e-4 and cfg.freeze_bn  # 3e-4 cost other sites 0.02-0.08 Dice (HITL.md)
+    assert cfg.lr <= 1e-4 and cfg.freeze_bn  # 3e-4 cost other sites 0.02-0.08 Dice (ROUNDS.md)
     assert not training.fine_tune_config(20).freeze_bn

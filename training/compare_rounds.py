@@ -23,7 +23,7 @@ import torch
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from simulate_hitl import DEFAULT_DATA, evaluate, segmenter_for  # noqa: E402
+from simulate_hitl import DEFAULT_DATA, base_split, evaluate, read_volume, segmenter_for  # noqa: E402
 
 CONFIGS = {  # name: (description, TrainConfig overrides, trainable parameter prefixes or None for all)
     "lr3e-4": ("lr 3e-4, all layers (the round before this comparison)", {"lr": 3e-4}, None),
@@ -57,18 +57,10 @@ def main() -> None:
     from napari_lggseg import lgg_io, models, training
     from napari_lggseg.finetune import default_config
     from napari_lggseg.preprocess import Recipe
-    from napari_lggseg.training import TrainVolume, split_patients
 
-    def volume(folder):
-        p = lgg_io.read_patient(folder)
-        return TrainVolume(p.patient_id, p.image, p.mask)
-
-    folders = lgg_io.list_patients(args.data)
-    site = {f.name: volume(f) for f in folders if lgg_io.institution_of(f.name) == "HT"}
-    rest = [f.name for f in folders if lgg_io.institution_of(f.name) != "HT"]
-    _train_ids, val_ids = split_patients(rest, 0.1, 0)
-    others = [volume(args.data / i) for i in val_ids]
     info = models.get_model(args.base)
+    site = {f.name: read_volume(f) for f in lgg_io.list_patients(args.data) if lgg_io.institution_of(f.name) == "HT"}
+    others = [read_volume(args.data / i) for i in base_split(info)[1]]
     base_sd = models.load_state_dict(info)
     base_seg = segmenter_for(base_sd, info)
     before = evaluate(base_seg, site.values())

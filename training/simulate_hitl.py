@@ -42,6 +42,22 @@ def evaluate(segmenter, patients) -> dict[str, float]:
     return out
 
 
+def read_volume(folder, labelled=None):
+    """A patient folder as a training volume (``labelled``: trusted slices, None = all)."""
+    from napari_lggseg import lgg_io
+    from napari_lggseg.training import TrainVolume
+
+    p = lgg_io.read_patient(folder)
+    return TrainVolume(p.patient_id, p.image, p.mask, labelled)
+
+
+def base_split(info) -> tuple[list[str], list[str]]:
+    """The (training, validation) patients of a base model, from its card: the controls come from
+    the first, forgetting is measured on the second (here and in compare_rounds.py)."""
+    data = info.card["training_data"]
+    return list(data["patients"]), list(data["val_patients"])
+
+
 def segmenter_for(state_dict, info):
     from napari_lggseg import models
     from napari_lggseg.inference import Segmenter
@@ -95,15 +111,11 @@ def main() -> None:
         site, rest = site[:5], rest[:8]
     t_all = time.time()
 
-    def volume(folder, labelled=None):
-        p = lgg_io.read_patient(folder)
-        return TrainVolume(p.patient_id, p.image, p.mask, labelled)
-
     # 1. base model on the other institutions
     base_name = f"hitl-base-no{args.institution}" + ("-quick" if args.quick else "")
-    train_ids, val_ids = split_patients([f.name for f in rest], 0.1, args.seed)
     if not any(i.name == base_name for i in models.list_models()):
-        vols = {f.name: volume(f) for f in rest}
+        train_ids, val_ids = split_patients([f.name for f in rest], 0.1, args.seed)
+        vols = {f.name: read_volume(f) for f in rest}
         recipe = Recipe()
         per_epoch = 150 if not args.quick else 10
         cfg = TrainConfig(epochs=max(1, args.base_steps // per_epoch), minutes=args.base_minutes,
@@ -117,11 +129,12 @@ def main() -> None:
         del vols
     base_info = models.get_model(base_name)
     base_seg = segmenter_for(models.load_state_dict(base_info), base_info)
+    train_ids, val_ids = base_split(base_info)
 
-    site_vols = {f.name: volume(f) for f in site}
+    site_vols = {f.name: read_volume(f) for f in site}
     before = evaluate(base_seg, site_vols.values())
     # forgetting check: the base model's own validation patients (other institutions)
-    other_vols = [volume(args.data / i) for i in val_ids]
+    other_vols = [read_volume(args.data / i) for i in val_ids]
     other_before = float(np.mean(list(evaluate(base_seg, other_vols).values())))
     rng = np.random.default_rng(args.seed)
     budget = default_config(1)
@@ -135,7 +148,7 @@ def main() -> None:
         for k in ks:
             arms = {
                 "whole": [site_vols[i] for i in corrected[:k]],
-                "control": [volume(args.data / i) for i in controls[:k]],
+                "control": [read_volume(args.data / i) for i in controls[:k]],
             }
             uncertain = []
             for i in corrected[:k]:
@@ -160,8 +173,8 @@ def main() -> None:
                 other = float(np.mean(list(evaluate(tuned, other_vols).values())))
                 rows.append({"draw": d, "k": k, "arm": arm, "before": b, "after": a, "delta": a - b,
                              "other_before": other_before, "other_after": other,
-                             "seconds": secs, "steps": res.steps, "best_epoch": res.best_epoch, "corrected": corrected[:k] if arm != "control"
-                             else controls[:k], "held_out": held,
+                             "seconds": secs, "steps": res.steps, "best_epoch": res.best_epoch,
+                             "corrected": corrected[:k] if arm != "control" else controls[:k], "held_out": held,
                              "per_patient_after": after})
                 print(json.dumps(rows[-1]), flush=True)
 
