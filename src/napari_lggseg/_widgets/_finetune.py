@@ -425,7 +425,7 @@ class FineTuneWidget(QWidget):
     # ------------------------------------------------------------------ plot
 
     def _reset_plot(self, dice_label: str, epochs: int | None = None) -> None:
-        self._label_short = "Dice on corrected slices" if dice_label == CORRECTED_LABEL else "validation Dice"
+        self._label_short = CORRECTED_LABEL if dice_label == CORRECTED_LABEL else "validation Dice"
         self.plot.reset(dice_label, epochs)
 
     def _plot_epoch(self, ev: dict) -> None:
