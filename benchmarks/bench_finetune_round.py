@@ -47,14 +47,22 @@ def pick_patient(root: Path, target: int = 33) -> Path:
     folders = [f for f in lgg_io.list_patients(root) if allowed is None or f.name in allowed]
     if not folders:
         sys.exit(f"no patient folders in {root}")
-    return min(folders, key=lambda f: (abs(len(lgg_io.find_patient(f).image_files) - target), f.name))
+    return min(
+        folders, key=lambda f: (abs(len(lgg_io.find_patient(f).image_files) - target), f.name)
+    )
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--patient", help="a patient id under --data (default: ~33 slices, training split)")
-    ap.add_argument("--model", help="a model in the store (default: the shipped default, else a fresh one)")
+    ap.add_argument(
+        "--patient", help="a patient id under --data (default: ~33 slices, training split)"
+    )
+    ap.add_argument(
+        "--model", help="a model in the store (default: the shipped default, else a fresh one)"
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-val", action="store_true", help="skip validation on the corrected volume")
@@ -90,8 +98,15 @@ def main() -> None:
             sys.exit(f"{folder}: no ground-truth masks to stand in for a correction")
         z = patient.image.shape[0]
         corrections = Path(tmp) / f"{patient.patient_id}-corrected"
-        lgg_io.write_corrections(corrections, patient.mask, patient.patient_id, folder,
-                                 reviewed_slices=range(z), whole_volume_reviewed=True, model=name)
+        lgg_io.write_corrections(
+            corrections,
+            patient.mask,
+            patient.patient_id,
+            folder,
+            reviewed_slices=range(z),
+            whole_volume_reviewed=True,
+            model=name,
+        )
 
         with torch.inference_mode():  # warm-up: the widget has already segmented with this model
             model.eval()(torch.zeros(2, recipe.in_channels, recipe.size, recipe.size))
@@ -102,26 +117,52 @@ def main() -> None:
         cfg = training.fine_tune_config(len(volumes), device=args.device)
         steps_seen = []
         t1 = time.perf_counter()
-        result = training.train(model, recipe, volumes, None if args.no_val else volumes, cfg,
-                                progress=lambda ev: steps_seen.append(time.perf_counter())
-                                if ev["kind"] == "step" else None, fine_tune=True)
+        result = training.train(
+            model,
+            recipe,
+            volumes,
+            None if args.no_val else volumes,
+            cfg,
+            progress=lambda ev: (
+                steps_seen.append(time.perf_counter()) if ev["kind"] == "step" else None
+            ),
+            fine_tune=True,
+        )
         t_train = time.perf_counter() - t1
 
-    step_s = (steps_seen[-1] - steps_seen[0]) / (len(steps_seen) - 1) if len(steps_seen) > 1 else float("nan")
+    step_s = (
+        (steps_seen[-1] - steps_seen[0]) / (len(steps_seen) - 1)
+        if len(steps_seen) > 1
+        else float("nan")
+    )
     before = result.history[0]["val_dice"]
     out = {
-        "patient": patient.patient_id, "slices": z, "model": name, "threads": args.threads,
-        "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-        "config": cfg.to_dict(), "read_seconds": round(t_read, 2), "round_seconds": round(t_train, 2),
-        "total_seconds": round(t_read + t_train, 2), "steps": result.steps, "stopped": result.stopped,
-        "seconds_per_step": round(step_s, 3), "dice_before": before, "dice_after": result.best_val_dice,
+        "patient": patient.patient_id,
+        "slices": z,
+        "model": name,
+        "threads": args.threads,
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "config": cfg.to_dict(),
+        "read_seconds": round(t_read, 2),
+        "round_seconds": round(t_train, 2),
+        "total_seconds": round(t_read + t_train, 2),
+        "steps": result.steps,
+        "stopped": result.stopped,
+        "seconds_per_step": round(step_s, 3),
+        "dice_before": before,
+        "dice_after": result.best_val_dice,
     }
     print(f"{patient.patient_id} ({z} slices), model {name}, {args.threads} threads")
-    print(f"read corrections {t_read:.1f} s; fine-tuning round {t_train:.1f} s "
-          f"({result.steps} steps, {step_s:.2f} s/step, stopped: {result.stopped}); total {t_read + t_train:.1f} s "
-          f"(target <= 60 s)")
+    print(
+        f"read corrections {t_read:.1f} s; fine-tuning round {t_train:.1f} s "
+        f"({result.steps} steps, {step_s:.2f} s/step, stopped: {result.stopped}); total {t_read + t_train:.1f} s "
+        f"(target <= 60 s)"
+    )
     if before is not None:
-        print(f"Dice on the corrected volume: before {before:.3f}, after {result.best_val_dice:.3f}")
+        print(
+            f"Dice on the corrected volume: before {before:.3f}, after {result.best_val_dice:.3f}"
+        )
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
 

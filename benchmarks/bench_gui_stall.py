@@ -88,7 +88,9 @@ class StallSampler:
 
         self.meter, self.after = meter, after_ms / 1000
         self.stalls: dict[float, list[str]] = {}  # tick time before the stall -> stack samples
-        self.collections: list[tuple[float, float, int, str]] = []  # start, seconds, generation, thread
+        self.collections: list[
+            tuple[float, float, int, str]
+        ] = []  # start, seconds, generation, thread
         self._gc_start = 0.0
         gc.callbacks.append(self._on_gc)
         self._stop = threading.Event()
@@ -123,8 +125,14 @@ class StallSampler:
         if phase == "start":
             self._gc_start = now
         elif now - self._gc_start > 0.02:
-            self.collections.append((self._gc_start, now - self._gc_start, info["generation"],
-                                     threading.current_thread().name))
+            self.collections.append(
+                (
+                    self._gc_start,
+                    now - self._gc_start,
+                    info["generation"],
+                    threading.current_thread().name,
+                )
+            )
 
     def stop(self):
         self._stop.set()
@@ -138,10 +146,15 @@ class StallSampler:
             nxt = min((t for t in self.meter.ticks if t > last), default=None)
             gaps[last] = (nxt - last) if nxt else float("nan")
         for last in sorted(gaps, key=lambda k: -gaps[k])[:top]:
-            print(f"===== stall of {gaps[last] * 1000:.0f} ms: {len(self.stalls[last])} sample(s)", flush=True)
+            print(
+                f"===== stall of {gaps[last] * 1000:.0f} ms: {len(self.stalls[last])} sample(s)",
+                flush=True,
+            )
             for start, secs, gen, thread in self.collections:
                 if last <= start <= last + gaps[last]:
-                    print(f"(garbage collection of generation {gen} in {thread}: {secs * 1000:.0f} ms)")
+                    print(
+                        f"(garbage collection of generation {gen} in {thread}: {secs * 1000:.0f} ms)"
+                    )
             for text in self.stalls[last][:3]:
                 print(text, flush=True)
 
@@ -171,11 +184,25 @@ def report(name: str, seconds: float, gaps: list[float]) -> dict:
     p99 = statistics.quantiles(gaps, n=100)[98] * 1000 if len(gaps) >= 100 else worst
     over = sum(g > 0.1 for g in gaps)
     verdict = "OK" if worst < 100 else "OVER TARGET"
-    print(f"{name:<34} {seconds:7.1f} s  {len(gaps):6d} ticks  longest gap {worst:7.1f} ms  "
-          f"p99 {p99:6.1f} ms  gaps >100 ms: {over}  [{verdict}]"
-          + (f"  ({len(new)} modules imported" + (f": {', '.join(sorted(new))}" if len(new) <= 4 else "") + ")"
-             if new else ""), flush=True)
-    return {"phase": name, "seconds": seconds, "ticks": len(gaps), "longest_ms": worst, "p99_ms": p99}
+    print(
+        f"{name:<34} {seconds:7.1f} s  {len(gaps):6d} ticks  longest gap {worst:7.1f} ms  "
+        f"p99 {p99:6.1f} ms  gaps >100 ms: {over}  [{verdict}]"
+        + (
+            f"  ({len(new)} modules imported"
+            + (f": {', '.join(sorted(new))}" if len(new) <= 4 else "")
+            + ")"
+            if new
+            else ""
+        ),
+        flush=True,
+    )
+    return {
+        "phase": name,
+        "seconds": seconds,
+        "ticks": len(gaps),
+        "longest_ms": worst,
+        "p99_ms": p99,
+    }
 
 
 def ensure_model(name: str | None) -> str:
@@ -197,13 +224,26 @@ def ensure_model(name: str | None) -> str:
     from napari_lggseg.unet import UNet
 
     print("no model in the store: training a tiny one (width 8, 64 px) first…", flush=True)
-    vols = [TrainVolume(f"SYNTH_{s}", *make_synthetic_patient(seed=s, n_slices=16, size=128)) for s in range(1, 8)]
+    vols = [
+        TrainVolume(f"SYNTH_{s}", *make_synthetic_patient(seed=s, n_slices=16, size=128))
+        for s in range(1, 8)
+    ]
     recipe = Recipe(size=64, context=0)
-    cfg = TrainConfig(epochs=4, steps_per_epoch=30, batch_size=8, lr=3e-3, warmup_steps=10, device="cpu",
-                      substitute=0.0)
+    cfg = TrainConfig(
+        epochs=4,
+        steps_per_epoch=30,
+        batch_size=8,
+        lr=3e-3,
+        warmup_steps=10,
+        device="cpu",
+        substitute=0.0,
+    )
     result = train(UNet(recipe.in_channels, 1, 8), recipe, vols[:6], vols[6:], cfg)
-    info = models.save_model(result.state_dict, model_card(recipe, 8, result, cfg, parent=None,
-                                                           intended_use="benchmark only"), "bench-tiny")
+    info = models.save_model(
+        result.state_dict,
+        model_card(recipe, 8, result, cfg, parent=None, intended_use="benchmark only"),
+        "bench-tiny",
+    )
     return info.name
 
 
@@ -213,8 +253,14 @@ def correct(viewer, pred, mask) -> None:
     prediction is most wrong get the truth; without, each loses a few pixels of its edge."""
     import numpy as np
 
-    truth = next((np.asarray(lyr.data) > 0 for lyr in viewer.layers
-                  if lyr.metadata.get("lggseg", {}).get("role") == "ground truth"), None)
+    truth = next(
+        (
+            np.asarray(lyr.data) > 0
+            for lyr in viewer.layers
+            if lyr.metadata.get("lggseg", {}).get("role") == "ground truth"
+        ),
+        None,
+    )
     if truth is not None and truth.shape == mask.shape:
         wrong = (truth != mask).sum(axis=(1, 2))
         for z in np.argsort(wrong)[::-1][:3]:
@@ -226,7 +272,9 @@ def correct(viewer, pred, mask) -> None:
     zs = np.flatnonzero(mask.any(axis=(1, 2)))[:3]
     pred.brush_size = 5
     for z in zs if len(zs) else [mask.shape[0] // 2]:
-        ys, xs = np.nonzero(mask[z]) if mask[z].any() else ([mask.shape[1] // 2], [mask.shape[2] // 2])
+        ys, xs = (
+            np.nonzero(mask[z]) if mask[z].any() else ([mask.shape[1] // 2], [mask.shape[2] // 2])
+        )
         pred.paint((int(z), int(ys[0]), int(xs[0])), 0 if mask[z].any() else 1)
 
 
@@ -244,22 +292,39 @@ def shoot(viewer, path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="kaggle_3m root or a patient folder")
-    parser.add_argument("--model", help="model to segment with and fine-tune from (default: the store's)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="kaggle_3m root or a patient folder"
+    )
+    parser.add_argument(
+        "--model", help="model to segment with and fine-tune from (default: the store's)"
+    )
     parser.add_argument("--repeats", type=int, default=2, help="segmentation runs (default 2)")
     parser.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs (default 2)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--stacks", action="store_true",
-                        help="print the Python stacks of all threads during the longest stalls")
-    parser.add_argument("--sample", action="store_true", help="use the synthetic sample patient, not --data")
-    parser.add_argument("--screenshots", type=Path, metavar="DIR",
-                        help="also save the window after segmenting and after fine-tuning as "
-                             "DIR/screenshot_segment.png and DIR/screenshot_finetune.png (the README's)")
+    parser.add_argument(
+        "--stacks",
+        action="store_true",
+        help="print the Python stacks of all threads during the longest stalls",
+    )
+    parser.add_argument(
+        "--sample", action="store_true", help="use the synthetic sample patient, not --data"
+    )
+    parser.add_argument(
+        "--screenshots",
+        type=Path,
+        metavar="DIR",
+        help="also save the window after segmenting and after fine-tuning as "
+        "DIR/screenshot_segment.png and DIR/screenshot_finetune.png (the README's)",
+    )
     args = parser.parse_args(argv)
     if os.environ.get("QT_QPA_PLATFORM") == "offscreen":
-        print("note: QT_QPA_PLATFORM=offscreen does not render like a real display; prefer xvfb-run",
-              file=sys.stderr)
+        print(
+            "note: QT_QPA_PLATFORM=offscreen does not render like a real display; prefer xvfb-run",
+            file=sys.stderr,
+        )
 
     model = ensure_model(args.model)
     import napari
@@ -283,19 +348,27 @@ def main(argv=None) -> int:
     seg_dock, seg = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment tumour")
     t1 = time.perf_counter()
     ft_dock, ft = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune", tabify=True)
-    print(f"opening the widgets (imports torch and what runs need, on purpose): Segment tumour "
-          f"{t1 - t0:.2f} s, Fine-tune {time.perf_counter() - t1:.2f} s", flush=True)
+    print(
+        f"opening the widgets (imports torch and what runs need, on purpose): Segment tumour "
+        f"{t1 - t0:.2f} s, Fine-tune {time.perf_counter() - t1:.2f} s",
+        flush=True,
+    )
     seg.select_model(model)
     seg.device_combo.setCurrentIndex(max(0, seg.device_combo.findData(args.device)))
     for _ in range(20):
         QApplication.processEvents()
 
-    flair = next(lyr for lyr in viewer.layers if lyr.metadata.get("lggseg", {}).get("sequence") == "FLAIR")
+    flair = next(
+        lyr for lyr in viewer.layers if lyr.metadata.get("lggseg", {}).get("sequence") == "FLAIR"
+    )
     import torch
 
-    print(f"patient: {source} {tuple(flair.data.shape)}; model: {model}; device: {args.device}; "
-          f"torch threads: {torch.get_num_threads()}; cores: {os.cpu_count()}; "
-          f"load average before: {os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"patient: {source} {tuple(flair.data.shape)}; model: {model}; device: {args.device}; "
+        f"torch threads: {torch.get_num_threads()}; cores: {os.cpu_count()}; "
+        f"load average before: {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     meter = GapMeter()
     sampler = StallSampler(meter) if args.stacks else None
     results = []
@@ -313,7 +386,9 @@ def main(argv=None) -> int:
         QTimer.singleShot(100 * z, lambda z=z: viewer.dims.set_current_step(0, z))
     QTimer.singleShot(100 * 10 + 100, loop.quit)
     loop.exec()
-    results.append(report("napari: step 10 slices (reference)", time.perf_counter() - t0, meter.stop()))
+    results.append(
+        report("napari: step 10 slices (reference)", time.perf_counter() - t0, meter.stop())
+    )
 
     seg_dock.raise_()  # the widget that works is the one on screen, progress bar and all
     for i in range(args.repeats):
@@ -328,7 +403,11 @@ def main(argv=None) -> int:
     ref = viewer.add_labels(np.zeros(flair.data.shape, np.uint8), name="reference labels")
     QTimer.singleShot(200, loop.quit)
     loop.exec()
-    results.append(report("napari: add a Labels layer (reference)", time.perf_counter() - t0 - 0.2, meter.stop()))
+    results.append(
+        report(
+            "napari: add a Labels layer (reference)", time.perf_counter() - t0 - 0.2, meter.stop()
+        )
+    )
     viewer.layers.remove(ref)
 
     pred = seg.result_layer()

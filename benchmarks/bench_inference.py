@@ -84,11 +84,15 @@ def _ours(model_name: str | None, device: str):
         label = name
     else:
         recipe = Recipe()
-        seg = Segmenter(UNet(recipe.in_channels, 1, 16), recipe, device, name="untrained", fallback=False)
+        seg = Segmenter(
+            UNet(recipe.in_channels, 1, 16), recipe, device, name="untrained", fallback=False
+        )
         post, label = "min-size", "untrained UNet(5,1,16)"
     r = seg.recipe
-    desc = (f"{label}: {r.name} {r.size}px, {r.in_channels} channels, width {seg.model.width}, "
-            f"batch {seg.batch_size}, post-processing {post}")
+    desc = (
+        f"{label}: {r.name} {r.size}px, {r.in_channels} channels, width {seg.model.width}, "
+        f"batch {seg.batch_size}, post-processing {post}"
+    )
 
     def run(image):
         return seg.segment(image, 0.5, post).mask
@@ -115,7 +119,11 @@ def _reference(device: str):
         prob = restore(prob, geom)
         return metrics.postprocess((prob >= 0.5).astype(np.uint8), "largest")
 
-    return run, "UNet(3,1,32), reference preprocessing 256px, all slices in one batch, fp32 eager", dev
+    return (
+        run,
+        "UNet(3,1,32), reference preprocessing 256px, all slices in one batch, fp32 eager",
+        dev,
+    )
 
 
 def worker(engine: str, patients: list[str], model: str | None, device: str, threads: int) -> dict:
@@ -132,7 +140,7 @@ def worker(engine: str, patients: list[str], model: str | None, device: str, thr
             torch.cuda.synchronize()
 
     warm = lgg_io.read_patient(patients[0]).image
-    run(warm[len(warm) // 2 - 2: len(warm) // 2 + 2])  # kernels chosen, memory pools filled
+    run(warm[len(warm) // 2 - 2 : len(warm) // 2 + 2])  # kernels chosen, memory pools filled
     sync()
     rows = []
     with tempfile.TemporaryDirectory(prefix="lggseg-bench-") as tmp:
@@ -143,26 +151,53 @@ def worker(engine: str, patients: list[str], model: str | None, device: str, thr
             mask = run(patient.image)
             sync()
             t2 = time.perf_counter()
-            lgg_io.write_corrections(Path(tmp) / f"{engine}-{patient.patient_id}", mask, patient.patient_id,
-                                     folder, model=engine)
+            lgg_io.write_corrections(
+                Path(tmp) / f"{engine}-{patient.patient_id}",
+                mask,
+                patient.patient_id,
+                folder,
+                model=engine,
+            )
             t3 = time.perf_counter()
-            rows.append({"patient": patient.patient_id, "slices": int(patient.image.shape[0]),
-                         "read_s": t1 - t0, "segment_s": t2 - t1, "write_s": t3 - t2, "total_s": t3 - t0,
-                         "tumour_voxels": int(np.count_nonzero(mask))})
-    return {"engine": engine, "description": desc, "device": str(dev), "threads": torch.get_num_threads(),
-            "rows": rows, "peak_rss_mb": peak_rss_mb()}
+            rows.append(
+                {
+                    "patient": patient.patient_id,
+                    "slices": int(patient.image.shape[0]),
+                    "read_s": t1 - t0,
+                    "segment_s": t2 - t1,
+                    "write_s": t3 - t2,
+                    "total_s": t3 - t0,
+                    "tumour_voxels": int(np.count_nonzero(mask)),
+                }
+            )
+    return {
+        "engine": engine,
+        "description": desc,
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "rows": rows,
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 # --------------------------------------------------------------------------- driver
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--patients", type=int, default=5, help="how many 30-36-slice patients (default 5)")
-    ap.add_argument("--model", default=None, help="our model (default: the shipped default, else untrained)")
+    ap.add_argument(
+        "--patients", type=int, default=5, help="how many 30-36-slice patients (default 5)"
+    )
+    ap.add_argument(
+        "--model", default=None, help="our model (default: the shipped default, else untrained)"
+    )
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda or mps")
-    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all CPUs)")
+    ap.add_argument(
+        "--threads", type=int, default=os.cpu_count(), help="torch threads (default: all CPUs)"
+    )
     ap.add_argument("--engines", default="ours,reference")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -170,8 +205,17 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     if args.worker:
-        print(json.dumps(worker(args.worker, json.loads(args.patient_list), args.model, args.device,
-                                args.threads)))
+        print(
+            json.dumps(
+                worker(
+                    args.worker,
+                    json.loads(args.patient_list),
+                    args.model,
+                    args.device,
+                    args.threads,
+                )
+            )
+        )
         return 0
 
     import torch
@@ -181,15 +225,27 @@ def main(argv=None) -> int:
     if not args.data.is_dir():
         raise SystemExit(f"{args.data}: no such folder (give --data KAGGLE_ROOT)")
     patients = pick_patients(args.data, args.patients)
-    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); torch {torch.__version__}, "
-          f"{args.threads} threads; native bf16: {'yes' if cpu_has_native_bf16() else 'no (fast path stays fp32)'}"
-          f"; device {args.device}")
+    print(
+        f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); torch {torch.__version__}, "
+        f"{args.threads} threads; native bf16: {'yes' if cpu_has_native_bf16() else 'no (fast path stays fp32)'}"
+        f"; device {args.device}"
+    )
     print(f"patients: {', '.join(p.name for p in patients)}\n")
 
     results = []
     for engine in args.engines.split(","):
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", engine, "--device", args.device,
-               "--threads", str(args.threads), "--patient-list", json.dumps([str(p) for p in patients])]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--worker",
+            engine,
+            "--device",
+            args.device,
+            "--threads",
+            str(args.threads),
+            "--patient-list",
+            json.dumps([str(p) for p in patients]),
+        ]
         if args.model:
             cmd += ["--model", args.model]
         t0 = time.perf_counter()
@@ -205,32 +261,57 @@ def main(argv=None) -> int:
     print()
     header = f"{'patient':<24}{'slices':>7}" + "".join(f"{r['engine'] + ' s':>14}" for r in results)
     print(header)
-    for i, p in enumerate(patients):
+    for i in range(len(patients)):
         row = results[0]["rows"][i]
-        print(f"{row['patient']:<24}{row['slices']:>7}" + "".join(f"{r['rows'][i]['total_s']:>14.2f}" for r in results))
+        print(
+            f"{row['patient']:<24}{row['slices']:>7}"
+            + "".join(f"{r['rows'][i]['total_s']:>14.2f}" for r in results)
+        )
     print()
     summary = {}
-    print(f"{'engine':<12}{'mean s/vol':>12}{'median':>9}{'ms/slice':>10}{'read':>7}{'segment':>9}{'write':>7}"
-          f"{'peak RSS MB':>13}")
+    print(
+        f"{'engine':<12}{'mean s/vol':>12}{'median':>9}{'ms/slice':>10}{'read':>7}{'segment':>9}{'write':>7}"
+        f"{'peak RSS MB':>13}"
+    )
     for r in results:
         tot = [x["total_s"] for x in r["rows"]]
         slices = sum(x["slices"] for x in r["rows"])
-        s = {"mean_s": statistics.fmean(tot), "median_s": statistics.median(tot),
-             "ms_per_slice": 1000 * sum(tot) / slices,
-             **{k: statistics.fmean(x[f"{k}_s"] for x in r["rows"]) for k in ("read", "segment", "write")},
-             "peak_rss_mb": r["peak_rss_mb"]}
+        s = {
+            "mean_s": statistics.fmean(tot),
+            "median_s": statistics.median(tot),
+            "ms_per_slice": 1000 * sum(tot) / slices,
+            **{
+                k: statistics.fmean(x[f"{k}_s"] for x in r["rows"])
+                for k in ("read", "segment", "write")
+            },
+            "peak_rss_mb": r["peak_rss_mb"],
+        }
         summary[r["engine"]] = s
-        print(f"{r['engine']:<12}{s['mean_s']:>12.2f}{s['median_s']:>9.2f}{s['ms_per_slice']:>10.1f}"
-              f"{s['read']:>7.2f}{s['segment']:>9.2f}{s['write']:>7.2f}{s['peak_rss_mb']:>13.0f}")
+        print(
+            f"{r['engine']:<12}{s['mean_s']:>12.2f}{s['median_s']:>9.2f}{s['ms_per_slice']:>10.1f}"
+            f"{s['read']:>7.2f}{s['segment']:>9.2f}{s['write']:>7.2f}{s['peak_rss_mb']:>13.0f}"
+        )
     if "ours" in summary and "reference" in summary:
         ratio = summary["reference"]["mean_s"] / summary["ours"]["mean_s"]
         print(f"\nreference / ours: {ratio:.1f}x (mean seconds per volume, end to end)")
         summary["ratio_reference_over_ours"] = ratio
     if args.json:
-        args.json.write_text(json.dumps({
-            "cpu": cpu_model(), "cpus": os.cpu_count(), "torch": torch.__version__, "threads": args.threads,
-            "native_bf16": cpu_has_native_bf16(), "device": args.device,
-            "patients": [p.name for p in patients], "summary": summary, "engines": results}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "cpu": cpu_model(),
+                    "cpus": os.cpu_count(),
+                    "torch": torch.__version__,
+                    "threads": args.threads,
+                    "native_bf16": cpu_has_native_bf16(),
+                    "device": args.device,
+                    "patients": [p.name for p in patients],
+                    "summary": summary,
+                    "engines": results,
+                },
+                indent=2,
+            )
+        )
         print(f"wrote {args.json}")
     return 0
 

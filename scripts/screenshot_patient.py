@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT = ROOT.parent / "shared" / "lgg" / "kaggle_3m" / "TCGA_CS_4942_19970222"  # a test-split patient
+DEFAULT = (
+    ROOT.parent / "shared" / "lgg" / "kaggle_3m" / "TCGA_CS_4942_19970222"
+)  # a test-split patient
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from tiny_model import tiny_model_store  # noqa: F401  (session fixture, shared by all tests)
 
 # napari saves its settings whenever they change (the tests change reader preferences): keep
 # them out of the user's configuration. Must happen before napari.settings is imported.
@@ -72,7 +73,9 @@ def _gap(folder: Path) -> str:
 
 
 def _other_shape(folder: Path) -> str:
-    tifffile.imwrite(folder / f"{PATIENT_ID}_4.tif", np.zeros((40, 32, 3), np.uint8), photometric="rgb")
+    tifffile.imwrite(
+        folder / f"{PATIENT_ID}_4.tif", np.zeros((40, 32, 3), np.uint8), photometric="rgb"
+    )
     return f"{PATIENT_ID}_4.tif"
 
 
@@ -82,7 +85,9 @@ def _grayscale(folder: Path) -> str:
 
 
 def _sixteen_bit(folder: Path) -> str:
-    tifffile.imwrite(folder / f"{PATIENT_ID}_5.tif", np.zeros((32, 32, 3), np.uint16), photometric="rgb")
+    tifffile.imwrite(
+        folder / f"{PATIENT_ID}_5.tif", np.zeros((32, 32, 3), np.uint16), photometric="rgb"
+    )
     return f"{PATIENT_ID}_5.tif"
 
 

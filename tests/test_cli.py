@@ -19,7 +19,6 @@ import pytest
 import tifffile
 import torch
 from conftest import write_lgg_patient
-from tiny_model import tiny_model_store  # noqa: F401
 
 from napari_lggseg import cli, lgg_io, models
 from napari_lggseg.synthetic import make_synthetic_patient
@@ -74,8 +73,10 @@ def test_console_script_help_is_quick_to_load():
     for command in ("segment", "evaluate", "train", "models"):
         assert command in out.stdout
     # help for a command loads no torch (napari and the terminal stay quick)
-    code = ("import sys; from napari_lggseg.cli import main; rc = main(['segment', '--help']); "
-            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', rc)")
+    code = (
+        "import sys; from napari_lggseg.cli import main; rc = main(['segment', '--help']); "
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', rc)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip().endswith("NO-TORCH 0"), out.stdout + out.stderr
 
@@ -83,8 +84,18 @@ def test_console_script_help_is_quick_to_load():
 def test_segment_real_patients(kaggle_root, tiny_model_store, tmp_path, capsys):  # noqa: F811
     folders = _real(kaggle_root)
     out = tmp_path / "predictions"
-    rc = cli.main(["segment", *map(str, folders), "--out", str(out), "--model", tiny_model_store,
-                   "--device", "cpu"])
+    rc = cli.main(
+        [
+            "segment",
+            *map(str, folders),
+            "--out",
+            str(out),
+            "--model",
+            tiny_model_store,
+            "--device",
+            "cpu",
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     rows = _read_csv(out / "segmentation.csv")
@@ -100,7 +111,9 @@ def test_segment_real_patients(kaggle_root, tiny_model_store, tmp_path, capsys):
         assert int(row["slices"]) == patient.image.shape[0]
         assert int(row["tumour_voxels"]) == int(corr.mask.sum())
         assert 0.0 <= float(row["dice"]) <= 1.0
-        assert row["missing_sequences"] == lgg_io.describe_sequences(lgg_io.missing_sequences(patient.image))
+        assert row["missing_sequences"] == lgg_io.describe_sequences(
+            lgg_io.missing_sequences(patient.image)
+        )
         assert float(row["seconds"]) > 0 and row["model"] == tiny_model_store
         assert row["flagged_slices"].split() == [str(z + 1) for z in corr.extra["flagged_slices"]]
         assert patient.patient_id in captured.out
@@ -110,7 +123,9 @@ def test_segment_real_patients(kaggle_root, tiny_model_store, tmp_path, capsys):
     (vol,) = volumes_from_path(out / REAL_PATIENTS[0])
     assert vol.source == "corrections" and vol.labelled_slices.size == 0
     # running again replaces the earlier predictions of the same patients
-    assert cli.main(["segment", str(folders[0]), "--out", str(out), "--model", tiny_model_store]) == 0
+    assert (
+        cli.main(["segment", str(folders[0]), "--out", str(out), "--model", tiny_model_store]) == 0
+    )
     assert [r["patient"] for r in _read_csv(out / "segmentation.csv")] == [REAL_PATIENTS[0]]
 
 
@@ -120,8 +135,24 @@ def test_segment_a_root_without_masks(tiny_model_store, tmp_path, capsys):  # no
         write_lgg_patient(root, name=f"TCGA_XX_000{k}_20000101", n=5, size=64, masks=False, seed=k)
     (root / "notes").mkdir()  # not a patient: ignored
     out = tmp_path / "out"
-    assert cli.main(["segment", str(root), "--out", str(out), "--model", tiny_model_store, "--tta",
-                     "--postprocess", "largest", "--threshold", "0.3"]) == 0
+    assert (
+        cli.main(
+            [
+                "segment",
+                str(root),
+                "--out",
+                str(out),
+                "--model",
+                tiny_model_store,
+                "--tta",
+                "--postprocess",
+                "largest",
+                "--threshold",
+                "0.3",
+            ]
+        )
+        == 0
+    )
     rows = _read_csv(out / "segmentation.csv")
     assert [r["patient"] for r in rows] == ["TCGA_XX_0000_20000101", "TCGA_XX_0001_20000101"]
     assert all(r["dice"] == "" and r["slices"] == "5" for r in rows)
@@ -133,8 +164,19 @@ def test_segment_a_root_without_masks(tiny_model_store, tmp_path, capsys):  # no
 def test_evaluate(kaggle_root, tiny_model_store, tmp_path, capsys):  # noqa: F811
     _real(kaggle_root)
     table = tmp_path / "dice.csv"
-    rc = cli.main(["evaluate", "--data", str(kaggle_root), "--patients", *REAL_PATIENTS,
-                   "--model", tiny_model_store, "--csv", str(table)])
+    rc = cli.main(
+        [
+            "evaluate",
+            "--data",
+            str(kaggle_root),
+            "--patients",
+            *REAL_PATIENTS,
+            "--model",
+            tiny_model_store,
+            "--csv",
+            str(table),
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     rows = _read_csv(table)
@@ -154,8 +196,20 @@ def test_evaluate(kaggle_root, tiny_model_store, tmp_path, capsys):  # noqa: F81
     # --patients FILE.json:KEY, as with training/splits.json:test
     splits = tmp_path / "splits.json"
     splits.write_text(json.dumps({"test": [REAL_PATIENTS[1]], "train": [REAL_PATIENTS[0]]}))
-    assert cli.main(["evaluate", "--data", str(kaggle_root), "--patients", f"{splits}:test",
-                     "--model", tiny_model_store]) == 0
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "--data",
+                str(kaggle_root),
+                "--patients",
+                f"{splits}:test",
+                "--model",
+                tiny_model_store,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert REAL_PATIENTS[1] in out and REAL_PATIENTS[0] not in out and "over 1 patient" in out
 
@@ -165,31 +219,69 @@ def _error_cases(tmp_path, root, model):
     splits.write_text(json.dumps({"test": ["A"]}))
     missing = tmp_path / "no-such-patient"
     cases = {
-        "missing folder": (["segment", str(missing), "--out", str(tmp_path / "o")], [str(missing), "no such folder"]),
-        "not a patient folder": (["segment", str(tmp_path), "--out", str(tmp_path / "o"), "--model", model],
-                                 [str(tmp_path), "not an LGG patient folder"]),
-        "unknown model": (["segment", str(root), "--out", str(tmp_path / "o"), "--model", "nope"],
-                          ["unknown model 'nope'", model]),
-        "unknown patient": (["evaluate", "--data", str(root), "--patients", "TCGA_ZZ_9999_20000101"],
-                            ["patient TCGA_ZZ_9999_20000101 not found"]),
-        "splits key": (["evaluate", "--data", str(root), "--patients", f"{splits}:validation"],
-                       [str(splits), "no key 'validation'"]),
-        "unknown device": (["segment", str(root), "--out", str(tmp_path / "o"), "--device", "tpu"],
-                           ["unknown device 'tpu'"]),
+        "missing folder": (
+            ["segment", str(missing), "--out", str(tmp_path / "o")],
+            [str(missing), "no such folder"],
+        ),
+        "not a patient folder": (
+            ["segment", str(tmp_path), "--out", str(tmp_path / "o"), "--model", model],
+            [str(tmp_path), "not an LGG patient folder"],
+        ),
+        "unknown model": (
+            ["segment", str(root), "--out", str(tmp_path / "o"), "--model", "nope"],
+            ["unknown model 'nope'", model],
+        ),
+        "unknown patient": (
+            ["evaluate", "--data", str(root), "--patients", "TCGA_ZZ_9999_20000101"],
+            ["patient TCGA_ZZ_9999_20000101 not found"],
+        ),
+        "splits key": (
+            ["evaluate", "--data", str(root), "--patients", f"{splits}:validation"],
+            [str(splits), "no key 'validation'"],
+        ),
+        "unknown device": (
+            ["segment", str(root), "--out", str(tmp_path / "o"), "--device", "tpu"],
+            ["unknown device 'tpu'"],
+        ),
         "delete unknown": (["models", "delete", "nope"], ["unknown model 'nope'"]),
         "train missing data": (["train", "--data", str(missing)], [str(missing), "no such folder"]),
     }
     if not torch.cuda.is_available():
-        cases["no cuda"] = (["segment", str(root), "--out", str(tmp_path / "o"), "--device", "cuda",
-                             "--model", model], ["device 'cuda' is not available"])
-        cases["train on missing cuda"] = (["train", "--data", str(root), "--device", "cuda"],
-                                          ["device 'cuda' is not available"])
+        cases["no cuda"] = (
+            [
+                "segment",
+                str(root),
+                "--out",
+                str(tmp_path / "o"),
+                "--device",
+                "cuda",
+                "--model",
+                model,
+            ],
+            ["device 'cuda' is not available"],
+        )
+        cases["train on missing cuda"] = (
+            ["train", "--data", str(root), "--device", "cuda"],
+            ["device 'cuda' is not available"],
+        )
     return cases
 
 
-@pytest.mark.parametrize("case", ["missing folder", "not a patient folder", "unknown model", "unknown patient",
-                                  "splits key", "unknown device", "delete unknown", "train missing data",
-                                  "no cuda", "train on missing cuda"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing folder",
+        "not a patient folder",
+        "unknown model",
+        "unknown patient",
+        "splits key",
+        "unknown device",
+        "delete unknown",
+        "train missing data",
+        "no cuda",
+        "train on missing cuda",
+    ],
+)
 def test_user_errors_are_one_clear_line(case, tiny_model_store, tmp_path, capsys):  # noqa: F811
     root = tmp_path / "data"
     write_lgg_patient(root, n=4, size=32)
@@ -243,15 +335,33 @@ def test_download_reference_offline(own_store, monkeypatch, capsys):
     monkeypatch.setattr(pooch, "retrieve", offline)
     assert cli.main(["models", "download-reference"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("lggseg: error: could not download the reference weights") and "offline" in err
+    assert (
+        err.startswith("lggseg: error: could not download the reference weights")
+        and "offline" in err
+    )
 
 
 def test_train_fine_tunes_and_saves_a_new_model(own_store, tiny_model_store, tmp_path, capsys):  # noqa: F811
     data = tmp_path / "data"
     _write_synthetic_patient(data, seed=21)
     _write_synthetic_patient(data, seed=22)
-    rc = cli.main(["train", "--data", str(data), "--from", tiny_model_store, "--name", "tuned", "--epochs", "1",
-                   "--val-fraction", "0.5", "--device", "cpu"])
+    rc = cli.main(
+        [
+            "train",
+            "--data",
+            str(data),
+            "--from",
+            tiny_model_store,
+            "--name",
+            "tuned",
+            "--epochs",
+            "1",
+            "--val-fraction",
+            "0.5",
+            "--device",
+            "cpu",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     info = models.get_model("tuned")
@@ -259,14 +369,28 @@ def test_train_fine_tunes_and_saves_a_new_model(own_store, tiny_model_store, tmp
     assert info.card["preprocessing"] == models.get_model(tiny_model_store).card["preprocessing"]
     assert info.card["architecture"]["width"] == 8
     assert info.card["training"]["stopped"] == "finished"
-    assert info.card["training_data"]["val_patients"] and info.card["metrics"]["val_mean_dice"] is not None
+    assert (
+        info.card["training_data"]["val_patients"]
+        and info.card["metrics"]["val_mean_dice"] is not None
+    )
     assert info.card["command"].startswith("lggseg train --data")
     assert "validation Dice before" in out and "saved model tuned" in out
     models.load_model("tuned")  # loads strictly, hash checked
 
     # the same name again makes a new version, never replaces; one patient: no validation split
-    rc = cli.main(["train", "--data", str(data / "SYNTH_0021"), "--from", "tuned", "--name", "tuned",
-                   "--epochs", "1"])
+    rc = cli.main(
+        [
+            "train",
+            "--data",
+            str(data / "SYNTH_0021"),
+            "--from",
+            "tuned",
+            "--name",
+            "tuned",
+            "--epochs",
+            "1",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "saved model tuned-v2" in out and "no validation patients" in out
     assert models.get_model("tuned-v2").parent == "tuned"
@@ -279,9 +403,29 @@ def test_ctrl_c_stops_training_and_keeps_the_best_model(own_store, tiny_model_st
     _write_synthetic_patient(data, seed=24, n=8)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "napari_lggseg.cli", "train", "--data", str(data), "--from", tiny_model_store,
-         "--name", "interrupted", "--epochs", "1000", "--val-fraction", "0.5", "--device", "cpu"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        [
+            sys.executable,
+            "-m",
+            "napari_lggseg.cli",
+            "train",
+            "--data",
+            str(data),
+            "--from",
+            tiny_model_store,
+            "--name",
+            "interrupted",
+            "--epochs",
+            "1000",
+            "--val-fraction",
+            "0.5",
+            "--device",
+            "cpu",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         seen = []
         for line in proc.stdout:  # "epoch 1" comes once training is under way
@@ -310,8 +454,21 @@ def test_segment_flags_the_slices_to_check_first(tiny_model_store, tmp_path):  #
 
     folder = _write_synthetic_patient(tmp_path / "data", seed=31, n=12, size=96)
     out = tmp_path / "predictions"
-    assert cli.main(["segment", str(folder), "--out", str(out), "--model", tiny_model_store,
-                     "--device", "cpu"]) == 0
+    assert (
+        cli.main(
+            [
+                "segment",
+                str(folder),
+                "--out",
+                str(out),
+                "--model",
+                tiny_model_store,
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     (row,) = _read_csv(out / "segmentation.csv")
     numbers = [int(n) for n in row["flagged_slices"].split()]
     assert numbers and len(set(numbers)) == len(numbers) and all(1 <= n <= 12 for n in numbers)

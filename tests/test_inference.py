@@ -9,7 +9,6 @@ import threading
 import numpy as np
 import pytest
 import torch
-from tiny_model import tiny_model_store  # noqa: F401
 
 from napari_lggseg import metrics, models
 from napari_lggseg.devices import DeviceError, autocast_dtype, resolve_device
@@ -36,7 +35,7 @@ def test_segments_a_synthetic_patient(segmenter, patient, tiny_model_store):  # 
     image, truth = patient
     seg = segmenter.segment(image)
     assert seg.prob.shape == truth.shape and seg.prob.dtype == np.float32
-    assert 0.0 <= seg.prob.min() and seg.prob.max() <= 1.0
+    assert seg.prob.min() >= 0.0 and seg.prob.max() <= 1.0
     assert seg.mask.shape == truth.shape and set(np.unique(seg.mask)) <= {0, 1}
     assert metrics.dice(seg.mask, truth) >= 0.5
     assert seg.model == tiny_model_store and seg.device == "cpu"
@@ -106,7 +105,9 @@ def test_missing_cuda(tiny_model_store):  # noqa: F811
         Segmenter.from_store(tiny_model_store, device="cuda", fallback=False)
     model, info = models.load_model(tiny_model_store)
     with pytest.warns(UserWarning, match="using the CPU instead"):
-        seg = Segmenter(model, Recipe.from_dict(info.card["preprocessing"]), device="cuda", fallback=True)
+        seg = Segmenter(
+            model, Recipe.from_dict(info.card["preprocessing"]), device="cuda", fallback=True
+        )
     assert seg.device == torch.device("cpu")
     assert resolve_device("auto") == torch.device("cpu")
 
@@ -117,7 +118,9 @@ def test_fast_path_agrees_with_plain_fp32(tiny_model_store, patient):  # noqa: F
     fast = Segmenter.from_store(tiny_model_store, device="cpu", fast=True)
     plain = Segmenter.from_store(tiny_model_store, device="cpu", fast=False)
     assert fast.model.encoder1.enc1conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    assert not plain.model.encoder1.enc1conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not plain.model.encoder1.enc1conv1.weight.is_contiguous(
+        memory_format=torch.channels_last
+    )
     a, b = fast.segment(image), plain.segment(image)
     assert metrics.dice(a.mask, b.mask) >= 0.99
     # without native bf16 (AVX2 machines) the fast path is fp32 too, so the two agree closely

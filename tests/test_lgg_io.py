@@ -33,7 +33,9 @@ from napari_lggseg.lgg_io import (
 def _tifffile_volume(folder: Path, pid: str, n: int) -> tuple[np.ndarray, np.ndarray | None]:
     image = np.stack([tifffile.imread(folder / f"{pid}_{i}.tif") for i in range(1, n + 1)])
     mask_files = [folder / f"{pid}_{i}_mask.tif" for i in range(1, n + 1)]
-    mask = np.stack([tifffile.imread(p) for p in mask_files]) > 0 if mask_files[0].exists() else None
+    mask = (
+        np.stack([tifffile.imread(p) for p in mask_files]) > 0 if mask_files[0].exists() else None
+    )
     return image, mask
 
 
@@ -44,12 +46,18 @@ def test_slice_order_is_numeric_and_matches_tifffile(make_lgg_patient):
     folder = make_lgg_patient(n=12)
     files = find_patient(folder)
     assert files.slice_numbers == tuple(range(1, 13))
-    assert [p.name for p in files.image_files][:3] == [f"{PATIENT_ID}_1.tif", f"{PATIENT_ID}_2.tif", f"{PATIENT_ID}_3.tif"]
+    assert [p.name for p in files.image_files][:3] == [
+        f"{PATIENT_ID}_1.tif",
+        f"{PATIENT_ID}_2.tif",
+        f"{PATIENT_ID}_3.tif",
+    ]
     patient = read_patient(folder)
     image, mask = _tifffile_volume(folder, PATIENT_ID, 12)
     assert patient.image.shape == (12, 32, 32, 3) and patient.image.dtype == np.uint8
     np.testing.assert_array_equal(patient.image, image)
-    assert list(patient.image[:, 0, 0, 0]) == list(range(1, 13))  # the number written into each slice
+    assert list(patient.image[:, 0, 0, 0]) == list(
+        range(1, 13)
+    )  # the number written into each slice
     assert patient.mask.dtype == np.uint8 and set(np.unique(patient.mask)) == {0, 1}
     np.testing.assert_array_equal(patient.mask, mask)
     assert patient.slice_files == tuple(f"{PATIENT_ID}_{i}.tif" for i in range(1, 13))
@@ -107,7 +115,11 @@ def test_real_compressed_reads_like_uncompressed_copy(real_patient, tmp_path):
     copy.mkdir()
     for p in real_patient.iterdir():
         if p.suffix == ".tif":
-            tifffile.imwrite(copy / p.name, tifffile.imread(p), photometric="rgb" if not p.stem.endswith("_mask") else None)
+            tifffile.imwrite(
+                copy / p.name,
+                tifffile.imread(p),
+                photometric="rgb" if not p.stem.endswith("_mask") else None,
+            )
     with tifffile.TiffFile(copy / f"{pid}_1.tif") as tf:
         assert tf.pages[0].compression == 1  # NONE
     a, b = read_patient(real_patient), read_patient(copy)
@@ -134,12 +146,22 @@ def test_corrections_round_trip_exact(make_lgg_patient, tmp_path):
     rng = np.random.default_rng(1)
     mask = (rng.random((6, 32, 32)) > 0.7).astype(np.uint8)
     out = tmp_path / "corrections" / PATIENT_ID
-    sidecar = write_corrections(out, mask, PATIENT_ID, folder, reviewed_slices=[4, 1, 1], model="unit-test",
-                                whole_volume_reviewed=True, extra={"note": "round trip"})
+    sidecar = write_corrections(
+        out,
+        mask,
+        PATIENT_ID,
+        folder,
+        reviewed_slices=[4, 1, 1],
+        model="unit-test",
+        whole_volume_reviewed=True,
+        extra={"note": "round trip"},
+    )
     assert sidecar == out / SIDECAR and is_corrections_folder(out)
     # the files are plain dataset-style masks: 0/255 uint8, one per slice, named like the images
     for i in range(1, 7):
-        np.testing.assert_array_equal(tifffile.imread(out / f"{PATIENT_ID}_{i}_mask.tif"), mask[i - 1] * 255)
+        np.testing.assert_array_equal(
+            tifffile.imread(out / f"{PATIENT_ID}_{i}_mask.tif"), mask[i - 1] * 255
+        )
     corr = read_corrections(out)
     np.testing.assert_array_equal(corr.mask, mask)
     assert corr.mask.dtype == np.uint8
@@ -148,7 +170,10 @@ def test_corrections_round_trip_exact(make_lgg_patient, tmp_path):
     assert corr.reviewed_slices == [1, 4]
     assert corr.model == "unit-test" and corr.whole_volume_reviewed
     assert corr.extra == {"note": "round trip"}
-    assert json.loads(sidecar.read_text())["reviewed_slice_files"] == [f"{PATIENT_ID}_2.tif", f"{PATIENT_ID}_5.tif"]
+    assert json.loads(sidecar.read_text())["reviewed_slice_files"] == [
+        f"{PATIENT_ID}_2.tif",
+        f"{PATIENT_ID}_5.tif",
+    ]
     # saving again over the same patient's corrections replaces them whole
     write_corrections(out, 1 - mask, PATIENT_ID, folder)
     np.testing.assert_array_equal(read_corrections(out).mask, 1 - mask)
@@ -221,7 +246,9 @@ def test_output_whose_parent_is_a_file(make_lgg_patient, tmp_path):
 
 
 @pytest.mark.parametrize("existing", [False, True])
-def test_failed_rename_leaves_everything_as_it_was(make_lgg_patient, tmp_path, monkeypatch, existing):
+def test_failed_rename_leaves_everything_as_it_was(
+    make_lgg_patient, tmp_path, monkeypatch, existing
+):
     """The disk refuses the final rename (full, read-only, ...): no half-written corrections, the
     earlier corrections (if any) intact, no staging folders left behind."""
     folder = make_lgg_patient(n=4)

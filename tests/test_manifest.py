@@ -24,7 +24,10 @@ def _npe2() -> list[str]:
 
 def test_npe2_validate_with_imports():
     result = subprocess.run(
-        [*_npe2(), "validate", "--imports", "napari-lggseg"], capture_output=True, text=True, timeout=300
+        [*_npe2(), "validate", "--imports", "napari-lggseg"],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "valid" in result.stdout
@@ -56,6 +59,8 @@ def test_import_is_light():
         "{'torch', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'qtpy', 'napari'})\n"
         "print(heavy)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]", result.stdout

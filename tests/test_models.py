@@ -26,9 +26,18 @@ def store(tmp_path, monkeypatch):
 
 def _card(**extra) -> dict:
     recipe = Recipe(size=32, context=0)
-    return {"architecture": {"name": "unet-buda2019", "width": 4, "in_channels": recipe.in_channels,
-                             "out_channels": 1},
-            "preprocessing": recipe.to_dict(), "metrics": {"val_mean_dice": 0.5}, "parent": None, **extra}
+    return {
+        "architecture": {
+            "name": "unet-buda2019",
+            "width": 4,
+            "in_channels": recipe.in_channels,
+            "out_channels": 1,
+        },
+        "preprocessing": recipe.to_dict(),
+        "metrics": {"val_mean_dice": 0.5},
+        "parent": None,
+        **extra,
+    }
 
 
 def _weights(seed: int = 0) -> dict:
@@ -109,7 +118,9 @@ def test_rename_and_delete(store):
     info = models.rename_model("old", "new")
     assert info.name == "new" and (user / "new").is_dir() and not (user / "old").exists()
     assert json.loads((user / "new" / models.CARD).read_text())["name"] == "new"
-    assert _same_weights(models.load_model("new")[0].state_dict(), _weights(0))  # hash still matches
+    assert _same_weights(
+        models.load_model("new")[0].state_dict(), _weights(0)
+    )  # hash still matches
     with pytest.raises(models.ModelError, match="unknown model 'old'"):
         models.get_model("old")
     models.delete_model("new")
@@ -124,9 +135,16 @@ def test_shipped_models_are_read_only(store, tmp_path):
     _save("factory", root=shipped, default=True)
     _save("user-one")
     infos = models.list_models()
-    assert [(i.name, i.shipped) for i in infos] == [("factory", True), ("plain-shipped", True), ("user-one", False)]
+    assert [(i.name, i.shipped) for i in infos] == [
+        ("factory", True),
+        ("plain-shipped", True),
+        ("user-one", False),
+    ]
     assert models.default_model_name() == "factory"
-    for action in (lambda: models.rename_model("factory", "mine"), lambda: models.delete_model("factory")):
+    for action in (
+        lambda: models.rename_model("factory", "mine"),
+        lambda: models.delete_model("factory"),
+    ):
         with pytest.raises(models.ModelError, match="'factory' is a shipped model"):
             action()
     assert (shipped / "factory" / models.WEIGHTS).is_file()

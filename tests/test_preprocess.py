@@ -9,12 +9,25 @@ import pytest
 from conftest import KAGGLE_ROOT
 
 from napari_lggseg import lgg_io, metrics
-from napari_lggseg.preprocess import REFERENCE, Recipe, assemble_channels, prepare, prepare_mask, restore
+from napari_lggseg.preprocess import (
+    REFERENCE,
+    Recipe,
+    assemble_channels,
+    prepare,
+    prepare_mask,
+    restore,
+)
 
 # four institutions, few slices each (fast to read)
-ROUND_TRIP_PATIENTS = ("TCGA_CS_4942_19970222", "TCGA_EZ_7264_20010816", "TCGA_DU_A5TU_19980312",
-                       "TCGA_HT_7874_19950902")
-CROPPED_PATIENT = "TCGA_HT_7874_19950902"  # its head box is smaller than the slice in both directions
+ROUND_TRIP_PATIENTS = (
+    "TCGA_CS_4942_19970222",
+    "TCGA_EZ_7264_20010816",
+    "TCGA_DU_A5TU_19980312",
+    "TCGA_HT_7874_19950902",
+)
+CROPPED_PATIENT = (
+    "TCGA_HT_7874_19950902"  # its head box is smaller than the slice in both directions
+)
 
 
 def _read(kaggle_root, pid):
@@ -35,7 +48,7 @@ def _round_trip(mask, geom):
     soft = prepare_mask(mask, geom)
     assert soft.dtype == np.float32
     assert soft.shape == (geom.z1 - geom.z0, geom.size, geom.size)
-    assert 0.0 <= soft.min() and soft.max() <= 1.0
+    assert soft.min() >= 0.0 and soft.max() <= 1.0
     return restore(soft, geom) >= 0.5
 
 
@@ -58,8 +71,10 @@ def test_voxels_outside_the_crop_come_back_as_background(kaggle_root):
     x, geom = prepare(p.image, Recipe())
     z, h, w = p.mask.shape
     inside = np.zeros((z, h, w), bool)
-    inside[geom.z0:geom.z1, geom.y0:geom.y1, geom.x0:geom.x1] = True
-    assert (geom.y0 > 0 or geom.y1 < h) and (geom.x0 > 0 or geom.x1 < w), "pick a patient with a real crop"
+    inside[geom.z0 : geom.z1, geom.y0 : geom.y1, geom.x0 : geom.x1] = True
+    assert (geom.y0 > 0 or geom.y1 < h) and (geom.x0 > 0 or geom.x1 < w), (
+        "pick a patient with a real crop"
+    )
 
     back = restore(np.ones((x.shape[0], geom.size, geom.size), np.float32), geom)
     assert back.shape == (z, h, w)
@@ -79,7 +94,7 @@ def test_reference_recipe(kaggle_root):
     p = _read(kaggle_root, CROPPED_PATIENT)
     # the middle slices only: skimage's order-2 resize of a whole volume takes seconds per slice
     z = p.image.shape[0] // 2
-    image, mask = p.image[z - 3:z + 3], p.mask[z - 3:z + 3]
+    image, mask = p.image[z - 3 : z + 3], p.mask[z - 3 : z + 3]
     assert mask.any()
     x, geom = prepare(image, REFERENCE)
     assert x.shape == (geom.z1 - geom.z0, 3, 256, 256) and x.dtype == np.float32
@@ -87,7 +102,9 @@ def test_reference_recipe(kaggle_root):
     np.testing.assert_allclose(x.mean(axis=(0, 2, 3)), 0.0, atol=1e-4)
     np.testing.assert_allclose(x.std(axis=(0, 2, 3)), 1.0, atol=1e-3)
     soft = prepare_mask(mask, geom)
-    assert set(np.unique(soft).tolist()) <= {0.0, 1.0}, "the reference recipe resizes masks nearest-neighbour"
+    assert set(np.unique(soft).tolist()) <= {0.0, 1.0}, (
+        "the reference recipe resizes masks nearest-neighbour"
+    )
     back = _round_trip(mask, geom)
     assert back.shape == mask.shape
     assert metrics.dice(back, mask) >= 0.98
@@ -101,8 +118,12 @@ def test_flair_only_volume(patients):
     x_assembled, geom_assembled = prepare(assemble_channels(flair), recipe)
     assert x_flair.shape == (flair.shape[0], recipe.in_channels, recipe.size, recipe.size)
     np.testing.assert_array_equal(x_flair, x_assembled)
-    assert (geom_flair.y0, geom_flair.y1, geom_flair.x0, geom_flair.x1) == \
-        (geom_assembled.y0, geom_assembled.y1, geom_assembled.x0, geom_assembled.x1)
+    assert (geom_flair.y0, geom_flair.y1, geom_flair.x0, geom_flair.x1) == (
+        geom_assembled.y0,
+        geom_assembled.y1,
+        geom_assembled.x0,
+        geom_assembled.x1,
+    )
     # the stand-in sequences are FLAIR itself
     np.testing.assert_array_equal(x_flair[:, 0], x_flair[:, 1])
     np.testing.assert_array_equal(x_flair[:, 2], x_flair[:, 1])

@@ -7,12 +7,27 @@ import pytest
 from napari.components import ViewerModel
 from napari.layers import Labels
 
-from napari_lggseg.review import ReviewTracker, is_touched, mark_reviewed, reviewed_slices, touched_slices
+from napari_lggseg.review import (
+    ReviewTracker,
+    is_touched,
+    mark_reviewed,
+    reviewed_slices,
+    touched_slices,
+)
 
 
 def _prediction(n=6, size=20, role="prediction") -> Labels:
-    meta = {"patient_id": "P", "folder": None, "slice_files": [], "role": role, "model": "m", "reviewed_slices": []}
-    return Labels(np.zeros((n, size, size), np.uint8), name="P prediction", metadata={"lggseg": meta})
+    meta = {
+        "patient_id": "P",
+        "folder": None,
+        "slice_files": [],
+        "role": role,
+        "model": "m",
+        "reviewed_slices": [],
+    }
+    return Labels(
+        np.zeros((n, size, size), np.uint8), name="P prediction", metadata={"lggseg": meta}
+    )
 
 
 def _tracked(layer):

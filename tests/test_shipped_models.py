@@ -6,11 +6,10 @@ import json
 
 import numpy as np
 import pytest
+from conftest import REPO_ROOT
 
 from napari_lggseg import lgg_io, metrics, models
 from napari_lggseg.inference import Segmenter
-
-from conftest import REPO_ROOT
 
 SHIPPED = [i.name for i in models.list_models() if i.shipped]
 SPLITS = json.loads((REPO_ROOT / "training" / "splits.json").read_text())
@@ -29,8 +28,16 @@ def test_shipped_model_card_and_hash(name):
     info = models.get_model(name)
     assert models.sha256_of(info.path / models.WEIGHTS) == info.card["sha256"]
     assert (info.path / models.WEIGHTS).stat().st_size <= 20 * 2**20
-    for key in ("architecture", "preprocessing", "training_data", "metrics", "intended_use",
-                "data_licence", "created", "hyperparameters"):
+    for key in (
+        "architecture",
+        "preprocessing",
+        "training_data",
+        "metrics",
+        "intended_use",
+        "data_licence",
+        "created",
+        "hyperparameters",
+    ):
         assert key in info.card, key
     model, _ = models.load_model(name)  # hash checked again, strict load, no pickle
     assert model.in_channels == info.card["architecture"]["in_channels"]

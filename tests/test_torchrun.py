@@ -15,11 +15,13 @@ import sys
 
 import pytest
 import torch
-
-from napari_lggseg import models, training
 from test_training import pid, write_synthetic_patient
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
+from napari_lggseg import models, training
+
+pytestmark = pytest.mark.skipif(
+    not torch.distributed.is_available(), reason="this torch build has no torch.distributed"
+)
 
 
 def test_torchrun_two_cpu_processes_keep_identical_weights_and_save_one_model(tmp_path):
@@ -28,25 +30,61 @@ def test_torchrun_two_cpu_processes_keep_identical_weights_and_save_one_model(tm
         write_synthetic_patient(data, pid(k), seed=k, n_slices=8, size=64)
     store = tmp_path / "store"
     dump = tmp_path / "weights"
-    env = dict(os.environ, LGGSEG_MODEL_DIR=str(store), LGGSEG_DUMP_WEIGHT_HASH=str(dump), OMP_NUM_THREADS="1")
+    env = dict(
+        os.environ,
+        LGGSEG_MODEL_DIR=str(store),
+        LGGSEG_DUMP_WEIGHT_HASH=str(dump),
+        OMP_NUM_THREADS="1",
+    )
     env.pop("RANK", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "napari_lggseg.training", "--data", str(data), "--name", "ddp-test", "--width", "4",
-           "--epochs", "2", "--batch-size", "4", "--val-fraction", "0.34", "--device", "cpu", "--seed", "3"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "napari_lggseg.training",
+        "--data",
+        str(data),
+        "--name",
+        "ddp-test",
+        "--width",
+        "4",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--val-fraction",
+        "0.34",
+        "--device",
+        "cpu",
+        "--seed",
+        "3",
+    ]
 
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
 
     log = f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
     assert proc.returncode == 0, log
     hashes = [json.loads((tmp_path / f"weights.rank{r}").read_text()) for r in (0, 1)]
-    assert hashes[0]["final"] == hashes[1]["final"], "the two ranks ended with different weights\n" + log
-    assert hashes[0]["returned"] == hashes[1]["returned"], "the ranks would save different models\n" + log
+    assert hashes[0]["final"] == hashes[1]["final"], (
+        "the two ranks ended with different weights\n" + log
+    )
+    assert hashes[0]["returned"] == hashes[1]["returned"], (
+        "the ranks would save different models\n" + log
+    )
 
-    assert sorted(p.name for p in store.iterdir()) == ["ddp-test"], "exactly one model, no leftovers"
+    assert sorted(p.name for p in store.iterdir()) == ["ddp-test"], (
+        "exactly one model, no leftovers"
+    )
     info = models.get_model(str(store / "ddp-test"))
     saved = models.load_state_dict(info)  # checks the card's sha256 too
     assert training.state_dict_hash(saved) == hashes[0]["returned"]
     card = info.card
     assert card["training"]["steps"] == 2 * 10  # 2 epochs of the default 10..200 steps
-    assert len(card["training_data"]["patients"]) == 2 and len(card["training_data"]["val_patients"]) == 1
+    assert (
+        len(card["training_data"]["patients"]) == 2
+        and len(card["training_data"]["val_patients"]) == 1
+    )
     assert [row["epoch"] for row in card["history"]] == [0, 1, 2]

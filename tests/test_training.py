@@ -22,7 +22,6 @@ from napari_lggseg.preprocess import Recipe, prepare, prepare_mask
 from napari_lggseg.synthetic import make_synthetic_patient
 from napari_lggseg.training import TrainConfig, TrainVolume, augment, split_patients, train
 from napari_lggseg.unet import UNet
-from tiny_model import tiny_model_store  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = Recipe(size=32, context=0)  # for tests of the loop's bookkeeping, not of learning
@@ -41,11 +40,15 @@ def pid(k: int) -> str:
 
 
 def synthetic_volumes(seeds, n_slices: int = 12, size: int = 64) -> list[TrainVolume]:
-    return [TrainVolume(pid(s), *make_synthetic_patient(seed=s, n_slices=n_slices, size=size)) for s in seeds]
+    return [
+        TrainVolume(pid(s), *make_synthetic_patient(seed=s, n_slices=n_slices, size=size))
+        for s in seeds
+    ]
 
 
-def write_synthetic_patient(root: Path, patient_id: str, seed: int, n_slices: int = 12, size: int = 64,
-                            masks: bool = True) -> Path:
+def write_synthetic_patient(
+    root: Path, patient_id: str, seed: int, n_slices: int = 12, size: int = 64, masks: bool = True
+) -> Path:
     """A synthetic patient written in the dataset's layout (P/P_<n>.tif, P/P_<n>_mask.tif)."""
     image, mask = make_synthetic_patient(seed=seed, n_slices=n_slices, size=size)
     folder = Path(root) / patient_id
@@ -76,8 +79,12 @@ def tree(root: Path) -> dict[str, str]:
     """Every entry under ``root`` (hidden staging folders too) with the sha256 of each file."""
     import hashlib
 
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(Path(root).rglob("*"))}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        if p.is_file()
+        else "dir"
+        for p in sorted(Path(root).rglob("*"))
+    }
 
 
 # --------------------------------------------------------------------------- learning
@@ -88,8 +95,12 @@ def _wider_outlines(volumes: list[TrainVolume], pixels: int = 5) -> list[TrainVo
     from scipy import ndimage
 
     cross = np.array([[[0, 1, 0], [1, 1, 1], [0, 1, 0]]], bool)  # in-plane only
-    return [TrainVolume(v.patient_id, v.image, ndimage.binary_dilation(v.mask, cross, pixels).astype(np.uint8))
-            for v in volumes]
+    return [
+        TrainVolume(
+            v.patient_id, v.image, ndimage.binary_dilation(v.mask, cross, pixels).astype(np.uint8)
+        )
+        for v in volumes
+    ]
 
 
 def test_fine_tuning_lowers_the_loss_and_raises_validation_dice(tiny_model_store):
@@ -101,15 +112,24 @@ def test_fine_tuning_lowers_the_loss_and_raises_validation_dice(tiny_model_store
     train_vols = _wider_outlines(synthetic_volumes([21, 22, 23], size=128))
     val_vols = _wider_outlines(synthetic_volumes([31, 32], size=128))
 
-    result = train(model, recipe, train_vols, val_vols,
-                   TrainConfig(epochs=3, steps_per_epoch=8, batch_size=8, lr=1e-3, warmup_steps=3, device="cpu"),
-                   fine_tune=True)
+    result = train(
+        model,
+        recipe,
+        train_vols,
+        val_vols,
+        TrainConfig(
+            epochs=3, steps_per_epoch=8, batch_size=8, lr=1e-3, warmup_steps=3, device="cpu"
+        ),
+        fine_tune=True,
+    )
 
     before = result.history[0]["val_dice"]
     losses = [row["loss"] for row in result.history[1:]]
     assert result.stopped == "finished" and result.steps == 24
     assert losses[-1] < 0.8 * losses[0], losses
-    assert 0.3 < before < 0.85, f"the starting model should be weak but working (val Dice {before:.3f})"
+    assert 0.3 < before < 0.85, (
+        f"the starting model should be weak but working (val Dice {before:.3f})"
+    )
     assert result.best_epoch > 0 and result.best_val_dice > before + 0.05, result.history
     assert result.history[-1]["val_dice"] > before + 0.05, result.history
     assert result.val_per_patient.keys() == {pid(31), pid(32)}
@@ -122,8 +142,15 @@ def test_cancelled_run_leaves_the_parent_model_and_the_store_untouched(tmp_path,
     store = tmp_path / "store"
     monkeypatch.setenv("LGGSEG_MODEL_DIR", str(store))
     parent = tiny_unet()
-    card = {"architecture": {"name": "unet-buda2019", "width": 4, "in_channels": SMALL.in_channels,
-                             "out_channels": 1}, "preprocessing": SMALL.to_dict()}
+    card = {
+        "architecture": {
+            "name": "unet-buda2019",
+            "width": 4,
+            "in_channels": SMALL.in_channels,
+            "out_channels": 1,
+        },
+        "preprocessing": SMALL.to_dict(),
+    }
     models.save_model(parent.state_dict(), card, "parent")
     before = tree(store)
 
@@ -137,13 +164,24 @@ def test_cancelled_run_leaves_the_parent_model_and_the_store_untouched(tmp_path,
             if ev["step"] == 3:
                 cancel.set()
 
-    result = train(model, SMALL, synthetic_volumes([1, 2], n_slices=8), synthetic_volumes([3], n_slices=8),
-                   TrainConfig(epochs=5, steps_per_epoch=4, batch_size=4, device="cpu"),
-                   progress=progress, cancel=cancel, fine_tune=True)
+    result = train(
+        model,
+        SMALL,
+        synthetic_volumes([1, 2], n_slices=8),
+        synthetic_volumes([3], n_slices=8),
+        TrainConfig(epochs=5, steps_per_epoch=4, batch_size=4, device="cpu"),
+        progress=progress,
+        cancel=cancel,
+        fine_tune=True,
+    )
 
     assert result.stopped == "cancelled"
-    assert result.steps == 3 and seen == [1, 2, 3], "the run must stop at the first step after cancel"
-    assert tree(store) == before, "a cancelled run wrote, changed or left something in the model store"
+    assert result.steps == 3 and seen == [1, 2, 3], (
+        "the run must stop at the first step after cancel"
+    )
+    assert tree(store) == before, (
+        "a cancelled run wrote, changed or left something in the model store"
+    )
     assert all(torch.isfinite(v.float()).all() for v in result.state_dict.values())
     reloaded, _ = models.load_model("parent")  # still loads: the weights match their card's hash
     assert_same_state(reloaded.state_dict(), parent.state_dict())
@@ -153,7 +191,9 @@ def test_resume_continues_the_step_count_history_and_sampling(tmp_path):
     """Stop a run after epoch 2 (as a crash or Ctrl-C would), resume it from its checkpoint:
     steps and history continue, and it ends where an uninterrupted run ends."""
     vols, val = synthetic_volumes([1, 2], n_slices=8), synthetic_volumes([3], n_slices=8)
-    cfg = TrainConfig(epochs=4, steps_per_epoch=3, batch_size=4, lr=3e-3, warmup_steps=2, device="cpu", seed=5)
+    cfg = TrainConfig(
+        epochs=4, steps_per_epoch=3, batch_size=4, lr=3e-3, warmup_steps=2, device="cpu", seed=5
+    )
 
     straight = tiny_unet(seed=1)
     full = train(straight, SMALL, vols, val, cfg)
@@ -165,8 +205,16 @@ def test_resume_continues_the_step_count_history_and_sampling(tmp_path):
         if ev["kind"] == "epoch" and ev["epoch"] == 2:
             stop.set()
 
-    first = train(tiny_unet(seed=1), SMALL, vols, val, cfg, progress=stop_after_epoch_2, cancel=stop,
-                  checkpoint=ckpt)
+    first = train(
+        tiny_unet(seed=1),
+        SMALL,
+        vols,
+        val,
+        cfg,
+        progress=stop_after_epoch_2,
+        cancel=stop,
+        checkpoint=ckpt,
+    )
     assert first.stopped == "cancelled" and first.steps == 6 and ckpt.is_file()
 
     resumed_model = tiny_unet(seed=99)  # different weights: the checkpoint must replace them
@@ -179,8 +227,9 @@ def test_resume_continues_the_step_count_history_and_sampling(tmp_path):
     assert resumed.stopped == "finished"
     for k, v in straight.state_dict().items():
         torch.testing.assert_close(resumed_model.state_dict()[k], v, rtol=1e-5, atol=1e-6, msg=k)
-    assert [r["val_dice"] for r in resumed.history] == pytest.approx([r["val_dice"] for r in full.history],
-                                                                      abs=1e-6)
+    assert [r["val_dice"] for r in resumed.history] == pytest.approx(
+        [r["val_dice"] for r in full.history], abs=1e-6
+    )
 
 
 def _nan_loss(original, k):
@@ -213,7 +262,9 @@ def _nan_input(original, k):
     def aug(x, y, gen, *args, **kwargs):
         calls["n"] += 1
         x, y = original(x, y, gen, *args, **kwargs)
-        if calls["n"] > k:  # NaN pixels also poison BatchNorm's running statistics in the forward pass
+        if (
+            calls["n"] > k
+        ):  # NaN pixels also poison BatchNorm's running statistics in the forward pass
             x = torch.full_like(x, float("nan"))
         return x, y
 
@@ -235,8 +286,14 @@ def test_non_finite_values_stop_cleanly_with_the_last_good_weights(monkeypatch, 
         if ev["kind"] == "step":
             at_step[ev["step"]] = clone_state(model)
 
-    result = train(model, SMALL, synthetic_volumes([1, 2], n_slices=8), None,
-                   TrainConfig(epochs=3, steps_per_epoch=4, batch_size=4, device="cpu"), progress=progress)
+    result = train(
+        model,
+        SMALL,
+        synthetic_volumes([1, 2], n_slices=8),
+        None,
+        TrainConfig(epochs=3, steps_per_epoch=4, batch_size=4, device="cpu"),
+        progress=progress,
+    )
 
     assert result.stopped.startswith("non-finite"), result.stopped
     assert f"step {k + 1}" in result.stopped
@@ -270,7 +327,9 @@ def test_only_reviewed_slices_of_a_corrections_folder_are_learned(tmp_path, tiny
     tumour): fine-tuning on the folder must not learn them, while a control run told that the
     whole volume was reviewed does."""
     n = 16
-    source = write_synthetic_patient(tmp_path / "data", pid(40), seed=40, n_slices=n, size=128, masks=False)
+    source = write_synthetic_patient(
+        tmp_path / "data", pid(40), seed=40, n_slices=n, size=128, masks=False
+    )
     image, truth = make_synthetic_patient(seed=40, n_slices=n, size=128)
     reviewed, unreviewed = list(range(0, n, 2)), list(range(1, n, 2))
     corrected = truth.copy()
@@ -278,8 +337,15 @@ def test_only_reviewed_slices_of_a_corrections_folder_are_learned(tmp_path, tiny
     folders = {}
     for whole in (False, True):
         folders[whole] = tmp_path / f"corrections-whole-{whole}"
-        lgg_io.write_corrections(folders[whole], corrected, pid(40), source, reviewed_slices=reviewed,
-                                 whole_volume_reviewed=whole, model=tiny_model_store)
+        lgg_io.write_corrections(
+            folders[whole],
+            corrected,
+            pid(40),
+            source,
+            reviewed_slices=reviewed,
+            whole_volume_reviewed=whole,
+            model=tiny_model_store,
+        )
 
     [vol] = training.volumes_from_path(folders[False])
     assert vol.source == "corrections" and list(vol.labelled_slices) == reviewed
@@ -290,13 +356,22 @@ def test_only_reviewed_slices_of_a_corrections_folder_are_learned(tmp_path, tiny
     for whole, folder in folders.items():
         model, info = models.load_model(tiny_model_store)
         recipe = Recipe.from_dict(info.card["preprocessing"])
-        result = train(model, recipe, training.load_volumes(folder), None,
-                       TrainConfig(epochs=1, steps_per_epoch=20, batch_size=8, lr=1e-3, warmup_steps=3,
-                                   device="cpu"), fine_tune=True)
+        result = train(
+            model,
+            recipe,
+            training.load_volumes(folder),
+            None,
+            TrainConfig(
+                epochs=1, steps_per_epoch=20, batch_size=8, lr=1e-3, warmup_steps=3, device="cpu"
+            ),
+            fine_tune=True,
+        )
         fractions[whole] = _tumour_fraction(model, image, unreviewed, recipe)
         summaries[whole] = result.data_summary
 
-    assert summaries[False]["slices"] == len(reviewed) == summaries[False]["slices_corrected_by_hand"]
+    assert (
+        summaries[False]["slices"] == len(reviewed) == summaries[False]["slices_corrected_by_hand"]
+    )
     assert summaries[True]["slices"] == n
     true_fraction = _true_fraction(truth, image, unreviewed, recipe)
     assert fractions[False] < true_fraction + 0.05, (fractions, true_fraction)
@@ -306,15 +381,26 @@ def test_only_reviewed_slices_of_a_corrections_folder_are_learned(tmp_path, tiny
 # --------------------------------------------------------------------------- BatchNorm
 
 
-@pytest.mark.parametrize(("n_volumes", "fine_tune", "frozen"), [(2, True, True), (9, True, False), (2, False, False)])
-def test_batchnorm_statistics_stay_frozen_when_fine_tuning_a_few_volumes(n_volumes, fine_tune, frozen):
+@pytest.mark.parametrize(
+    ("n_volumes", "fine_tune", "frozen"), [(2, True, True), (9, True, False), (2, False, False)]
+)
+def test_batchnorm_statistics_stay_frozen_when_fine_tuning_a_few_volumes(
+    n_volumes, fine_tune, frozen
+):
     """A few corrected volumes cannot re-estimate BatchNorm statistics: fine-tuning on <= 8 keeps
     them (over several epochs, with validation in between); more volumes, or training, move them."""
     model = tiny_unet()
-    stats = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k or "num_batches" in k}
-    train(model, SMALL, synthetic_volumes(range(1, n_volumes + 1), n_slices=6, size=32),
-          synthetic_volumes([20], n_slices=6, size=32),
-          TrainConfig(epochs=3, steps_per_epoch=2, batch_size=4, device="cpu"), fine_tune=fine_tune)
+    stats = {
+        k: v.clone() for k, v in model.state_dict().items() if "running_" in k or "num_batches" in k
+    }
+    train(
+        model,
+        SMALL,
+        synthetic_volumes(range(1, n_volumes + 1), n_slices=6, size=32),
+        synthetic_volumes([20], n_slices=6, size=32),
+        TrainConfig(epochs=3, steps_per_epoch=2, batch_size=4, device="cpu"),
+        fine_tune=fine_tune,
+    )
     after = model.state_dict()
     unchanged = [k for k in stats if torch.equal(stats[k], after[k])]
     if frozen:
@@ -334,7 +420,9 @@ def test_split_is_patient_level_seeded_and_stratified_by_institution():
     counts = {"AA": 20, "BB": 10, "CC": 4, "DD": 2, "EE": 1}
     ids = _ids(counts)
     for seed in range(20):
-        tr, val = split_patients(ids + ids[:3], val_fraction=0.15, seed=seed)  # duplicates are one patient
+        tr, val = split_patients(
+            ids + ids[:3], val_fraction=0.15, seed=seed
+        )  # duplicates are one patient
         assert not set(tr) & set(val)
         assert sorted(tr + val) == sorted(ids)
         assert len(val) == round(len(ids) * 0.15)
@@ -377,7 +465,9 @@ def test_augment_keeps_shapes_keeps_masks_in_range_and_moves_image_and_mask_toge
     x = torch.randn(32, 5, 32, 32)
     yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
     centres = torch.rand(32, 2, generator=torch.Generator().manual_seed(1)) * 12 + 10
-    y = (((yy - centres[:, :1, None]) ** 2 + (xx - centres[:, 1:, None]) ** 2) < 16).float()  # off-centre discs
+    y = (
+        ((yy - centres[:, :1, None]) ** 2 + (xx - centres[:, 1:, None]) ** 2) < 16
+    ).float()  # off-centre discs
     x[:, 1] = y * 3  # FLAIR shows the lesion: after augmentation they must still line up
     xa, ya = augment(x, y, gen, ("pre-contrast", "FLAIR", "post-contrast"), substitute=0.0)
     assert xa.shape == x.shape and ya.shape == y.shape
@@ -397,11 +487,17 @@ def test_augment_substitutes_pre_and_post_contrast_by_flair():
         post = torch.tensor([_corr(xa[i, 2], xa[i, 1]) > 0.99 for i in range(len(xa))])
         return pre, post
 
-    pre, post = substituted(augment(x, y, torch.Generator().manual_seed(1), seqs, substitute=1.0)[0])
+    pre, post = substituted(
+        augment(x, y, torch.Generator().manual_seed(1), seqs, substitute=1.0)[0]
+    )
     assert bool((pre | post).all()) and bool((pre & post).any()) and bool((pre & ~post).any())
-    pre, post = substituted(augment(x, y, torch.Generator().manual_seed(1), seqs, substitute=0.4)[0])
+    pre, post = substituted(
+        augment(x, y, torch.Generator().manual_seed(1), seqs, substitute=0.4)[0]
+    )
     assert 0.3 < float((pre | post).float().mean()) < 0.5
-    pre, post = substituted(augment(x, y, torch.Generator().manual_seed(1), seqs, substitute=0.0)[0])
+    pre, post = substituted(
+        augment(x, y, torch.Generator().manual_seed(1), seqs, substitute=0.0)[0]
+    )
     assert not bool((pre | post).any())
     # FLAIR-only models (one sequence plus context slices): nothing to substitute, shapes kept
     xf = torch.randn(8, 3, 32, 32)

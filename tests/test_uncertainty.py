@@ -84,11 +84,22 @@ def calibrated_segmenter():
     torch.set_num_threads(1)  # the same trajectory on any machine with the same torch
     try:
         torch.manual_seed(0)
-        vols = [TrainVolume(f"SYNTH_{s}", *make_synthetic_patient(seed=s, n_slices=16, size=96)) for s in range(1, 7)]
+        vols = [
+            TrainVolume(f"SYNTH_{s}", *make_synthetic_patient(seed=s, n_slices=16, size=96))
+            for s in range(1, 7)
+        ]
         recipe = Recipe(size=64, context=0)
         model = UNet(recipe.in_channels, 1, 8)
-        cfg = TrainConfig(epochs=1, steps_per_epoch=400, batch_size=2, lr=3e-3, warmup_steps=10, device="cpu",
-                          seed=0, substitute=0.0)
+        cfg = TrainConfig(
+            epochs=1,
+            steps_per_epoch=400,
+            batch_size=2,
+            lr=3e-3,
+            warmup_steps=10,
+            device="cpu",
+            seed=0,
+            substitute=0.0,
+        )
         model.load_state_dict(train(model, recipe, vols, None, cfg).state_dict)
         yield Segmenter(model, recipe, "cpu")
     finally:
@@ -110,7 +121,9 @@ def segmented(calibrated_segmenter):
 def test_score_ranks_slices_by_their_errors(segmented):
     for prob, _, truth in segmented:  # the premise: empty slices are confidently empty
         empty = ~truth.any(axis=(1, 2))
-        assert prob[empty].max() < 0.1, "the test model is not calibrated: fix the fixture, not the bound"
+        assert prob[empty].max() < 0.1, (
+            "the test model is not calibrated: fix the fixture, not the bound"
+        )
     score = np.concatenate([slice_uncertainty(p) for p, _, _ in segmented])
     error = np.concatenate([e for _, e, _ in segmented])
     assert error.sum() > 50  # there are errors to rank

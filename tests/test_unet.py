@@ -9,7 +9,9 @@ import torch
 
 from napari_lggseg.unet import UNet, load_state_dict_strict
 
-KEYS_TSV = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "unet_state_dict_keys.tsv"
+KEYS_TSV = (
+    Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "unet_state_dict_keys.tsv"
+)
 REFERENCE_PARAMETERS = 7_763_041
 
 
@@ -50,8 +52,11 @@ def test_reference_state_dict_loads_exactly():
         assert torch.equal(loaded[key], value), key
     learnable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert learnable == REFERENCE_PARAMETERS
-    in_file = sum(torch.Size(s).numel() for k, s in shapes.items()
-                  if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    in_file = sum(
+        torch.Size(s).numel()
+        for k, s in shapes.items()
+        if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    )
     assert in_file == REFERENCE_PARAMETERS
 
 
@@ -77,7 +82,9 @@ def test_misfitting_state_dict_names_the_key(breakage, words):
         load_state_dict_strict(model, sd, source="weights.safetensors")
     assert words in str(err.value)
     assert "weights.safetensors" in str(err.value)
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "a failed load changed the model"
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), (
+        "a failed load changed the model"
+    )
 
 
 def test_forward_gives_unbounded_logits_of_input_size():

@@ -1,14 +1,13 @@
 """A tiny U-Net trained in the test session on synthetic patients, saved in a temporary store.
 
 Until a shipped model exists (and to keep viewer tests fast after), tests segment with this.
-Import the fixture into a test module: ``from tiny_model import tiny_model_store  # noqa: F401``.
+conftest.py registers the fixture for every test module.
 """
 
 from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 import torch
 
@@ -30,8 +29,16 @@ def train_tiny_model(root, name: str = TINY_NAME, steps: int = 120, seed: int = 
         vols.append(TrainVolume(f"SYNTH_{s}", img, mask))
     recipe = Recipe(size=64, context=0)
     model = UNet(recipe.in_channels, 1, 8)
-    cfg = TrainConfig(epochs=4, steps_per_epoch=steps // 4, batch_size=8, lr=3e-3, warmup_steps=10,
-                      device="cpu", seed=seed, substitute=0.0)
+    cfg = TrainConfig(
+        epochs=4,
+        steps_per_epoch=steps // 4,
+        batch_size=8,
+        lr=3e-3,
+        warmup_steps=10,
+        device="cpu",
+        seed=seed,
+        substitute=0.0,
+    )
     result = train(model, recipe, vols[:6], vols[6:], cfg)
     card = model_card(recipe, 8, result, cfg, parent=None, intended_use="tests only")
     return models.save_model(result.state_dict, card, name, root=root)

@@ -48,10 +48,19 @@ BASELINE = "dice+bce, 3 sequences"
 
 def settings_of(args) -> dict:
     """What must match for a saved run to be reused."""
-    return {"minutes": args.minutes, "steps": args.steps, "width": args.width, "size": args.size,
-            "context": args.context, "lr": args.lr, "batch_size": args.batch_size,
-            "steps_per_epoch": args.steps_per_epoch, "max_train": args.max_train, "max_val": args.max_val,
-            "substitute": args.substitute}
+    return {
+        "minutes": args.minutes,
+        "steps": args.steps,
+        "width": args.width,
+        "size": args.size,
+        "context": args.context,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "steps_per_epoch": args.steps_per_epoch,
+        "max_train": args.max_train,
+        "max_val": args.max_val,
+        "substitute": args.substitute,
+    }
 
 
 def run_arm(arm: str, seed: int, args, train_vols, val_vols) -> dict:
@@ -68,18 +77,37 @@ def run_arm(arm: str, seed: int, args, train_vols, val_vols) -> dict:
     epochs = None
     if args.steps:
         epochs = max(1, round(args.steps / args.steps_per_epoch))
-    cfg = TrainConfig(epochs=epochs, minutes=None if args.steps else args.minutes,
-                      steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, lr=args.lr,
-                      loss=loss, substitute=args.substitute, seed=seed, device=args.device,
-                      warmup_steps=min(100, max(1, (args.steps or 10 ** 9) // 10)))
+    cfg = TrainConfig(
+        epochs=epochs,
+        minutes=None if args.steps else args.minutes,
+        steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        loss=loss,
+        substitute=args.substitute,
+        seed=seed,
+        device=args.device,
+        warmup_steps=min(100, max(1, (args.steps or 10**9) // 10)),
+    )
     t0 = time.perf_counter()
     result = train(model, recipe, train_vols, val_vols, cfg)
     final = result.history[-1]
-    return {"arm": arm, "seed": seed, "loss": loss, "channels": list(channels), "steps": result.steps,
-            "seconds": round(time.perf_counter() - t0, 1), "stopped": result.stopped,
-            "best_epoch": result.best_epoch, "best_mean": result.best_val_dice,
-            "per_patient": result.val_per_patient, "final_mean": final["val_dice"],
-            "history": [{k: r[k] for k in ("epoch", "step", "loss", "val_dice")} for r in result.history]}
+    return {
+        "arm": arm,
+        "seed": seed,
+        "loss": loss,
+        "channels": list(channels),
+        "steps": result.steps,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "stopped": result.stopped,
+        "best_epoch": result.best_epoch,
+        "best_mean": result.best_val_dice,
+        "per_patient": result.val_per_patient,
+        "final_mean": final["val_dice"],
+        "history": [
+            {k: r[k] for k in ("epoch", "step", "loss", "val_dice")} for r in result.history
+        ],
+    }
 
 
 def bootstrap_ci(diffs: np.ndarray, n: int = 4000, seed: int = 0) -> tuple[float, float]:
@@ -124,29 +152,46 @@ def write_report(path: Path, runs: list[dict], args, meta: dict) -> str:
         if arm != BASELINE:
             diffs = []
             for r in rs:
-                base = next((b for b in runs if b["arm"] == BASELINE and b["seed"] == r["seed"]), None)
+                base = next(
+                    (b for b in runs if b["arm"] == BASELINE and b["seed"] == r["seed"]), None
+                )
                 if base:
-                    diffs += [r["per_patient"][p] - base["per_patient"][p]
-                              for p in r["per_patient"] if p in base["per_patient"]]
+                    diffs += [
+                        r["per_patient"][p] - base["per_patient"][p]
+                        for p in r["per_patient"]
+                        if p in base["per_patient"]
+                    ]
             if diffs:
                 d = np.asarray(diffs)
                 lo, hi = bootstrap_ci(d)
                 diff_txt = f"{d.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]"
-                base_spread = [b["best_mean"] for b in runs if b["arm"] == BASELINE and b["best_mean"] is not None]
-                noise = max(spread or 0.0, (max(base_spread) - min(base_spread)) if len(base_spread) > 1 else 0.0)
+                base_spread = [
+                    b["best_mean"]
+                    for b in runs
+                    if b["arm"] == BASELINE and b["best_mean"] is not None
+                ]
+                noise = max(
+                    spread or 0.0,
+                    (max(base_spread) - min(base_spread)) if len(base_spread) > 1 else 0.0,
+                )
                 if lo <= 0 <= hi or abs(d.mean()) <= noise:
-                    verdicts.append(f"- **{arm}** vs baseline: {d.mean():+.3f} mean Dice per patient; the interval "
-                                    f"includes zero or the difference is within the seed spread: no evidence of a difference "
-                                    f"at this budget.")
+                    verdicts.append(
+                        f"- **{arm}** vs baseline: {d.mean():+.3f} mean Dice per patient; the interval "
+                        f"includes zero or the difference is within the seed spread: no evidence of a difference "
+                        f"at this budget."
+                    )
                 else:
                     word = "better" if d.mean() > 0 else "worse"
-                    verdicts.append(f"- **{arm}** vs baseline: {d.mean():+.3f} mean Dice per patient "
-                                    f"[{lo:+.3f}, {hi:+.3f}]: {word} at this budget (over {len(rs)} seed(s)).")
+                    verdicts.append(
+                        f"- **{arm}** vs baseline: {d.mean():+.3f} mean Dice per patient "
+                        f"[{lo:+.3f}, {hi:+.3f}]: {word} at this budget (over {len(rs)} seed(s))."
+                    )
         lines.append(
             f"| {arm} | {len(rs)} | {', '.join(str(r['steps']) for r in rs)} | "
             f"{fmt(statistics.fmean(bests)) if bests else '-'} | {fmt(spread)} | "
             f"{fmt(statistics.fmean(medians)) if medians else '-'} | "
-            f"{fmt(statistics.fmean(finals)) if finals else '-'} | {diff_txt} |")
+            f"{fmt(statistics.fmean(finals)) if finals else '-'} | {diff_txt} |"
+        )
     lines += ["", "## Reading it", ""]
     lines += verdicts or ["- Only the baseline ran: nothing to compare."]
     lines += [
@@ -165,24 +210,36 @@ def write_report(path: Path, runs: list[dict], args, meta: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
-        lines.append(f"| {r['arm']} | {r['seed']} | {r['steps']} | {r['seconds']} | {r['stopped']} | "
-                     f"{r['best_epoch']} | {fmt(r['best_mean'])} | {fmt(r['final_mean'])} |")
+        lines.append(
+            f"| {r['arm']} | {r['seed']} | {r['steps']} | {r['seconds']} | {r['stopped']} | "
+            f"{r['best_epoch']} | {fmt(r['best_mean'])} | {fmt(r['final_mean'])} |"
+        )
     text = "\n".join(lines) + "\n"
     path.write_text(text)
     return text
 
 
 def budget_words(args) -> str:
-    return f"{args.steps} steps" if args.steps else f"{args.minutes} minutes of wall clock ({args.threads} threads)"
+    return (
+        f"{args.steps} steps"
+        if args.steps
+        else f"{args.minutes} minutes of wall clock ({args.threads} threads)"
+    )
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--splits", type=Path, default=HERE / "splits.json")
     budget = ap.add_mutually_exclusive_group()
-    budget.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget per run (default 10)")
-    budget.add_argument("--steps", type=int, help="a fixed number of steps per run instead of minutes")
+    budget.add_argument(
+        "--minutes", type=float, default=10.0, help="wall-clock budget per run (default 10)"
+    )
+    budget.add_argument(
+        "--steps", type=int, help="a fixed number of steps per run instead of minutes"
+    )
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
     ap.add_argument("--width", type=int, default=16)
@@ -193,7 +250,9 @@ def main() -> None:
     ap.add_argument("--steps-per-epoch", type=int, default=50)
     ap.add_argument("--substitute", type=float, default=0.4)
     ap.add_argument("--max-train", type=int, help="only the first N train patients (smoke tests)")
-    ap.add_argument("--max-val", type=int, help="only the first N validation patients (smoke tests)")
+    ap.add_argument(
+        "--max-val", type=int, help="only the first N validation patients (smoke tests)"
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=HERE / "LOSS_CHANNELS.md")
@@ -210,12 +269,17 @@ def main() -> None:
     if not args.data.is_dir():
         sys.exit(f"{args.data}: no such folder (the real LGG data is needed)")
     splits = json.loads(args.splits.read_text())
-    train_ids, val_ids = sorted(splits["train"])[: args.max_train], sorted(splits["validation"])[: args.max_val]
+    train_ids, val_ids = (
+        sorted(splits["train"])[: args.max_train],
+        sorted(splits["validation"])[: args.max_val],
+    )
     t0 = time.perf_counter()
     train_vols = load_volumes([args.data], patients=set(train_ids))
     val_vols = load_volumes([args.data], patients=set(val_ids))
-    print(f"loaded {len(train_vols)} train / {len(val_vols)} validation volumes in {time.perf_counter() - t0:.0f} s",
-          flush=True)
+    print(
+        f"loaded {len(train_vols)} train / {len(val_vols)} validation volumes in {time.perf_counter() - t0:.0f} s",
+        flush=True,
+    )
 
     settings = settings_of(args)
     saved = json.loads(args.results.read_text()) if args.results.is_file() else {}
@@ -227,14 +291,22 @@ def main() -> None:
                 continue
             r = run_arm(arm, seed, args, train_vols, val_vols)
             runs.append(r)
-            args.results.write_text(json.dumps({"settings": settings, "runs": runs}, indent=1) + "\n")
-            print(f"{arm}, seed {seed}: {r['steps']} steps, best val mean Dice {fmt(r['best_mean'])} "
-                  f"(epoch {r['best_epoch']}), last {fmt(r['final_mean'])}", flush=True)
+            args.results.write_text(
+                json.dumps({"settings": settings, "runs": runs}, indent=1) + "\n"
+            )
+            print(
+                f"{arm}, seed {seed}: {r['steps']} steps, best val mean Dice {fmt(r['best_mean'])} "
+                f"(epoch {r['best_epoch']}), last {fmt(r['final_mean'])}",
+                flush=True,
+            )
     runs = [r for r in runs if r["arm"] in args.arms and r["seed"] in args.seeds]
-    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-            "machine": f"{platform.machine()}, {args.threads} threads, torch {torch.__version__}",
-            "n_train": len(train_vols), "n_val": len(val_vols),
-            "command": "python training/compare_losses_channels.py " + " ".join(sys.argv[1:])}
+    meta = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {args.threads} threads, torch {torch.__version__}",
+        "n_train": len(train_vols),
+        "n_val": len(val_vols),
+        "command": "python training/compare_losses_channels.py " + " ".join(sys.argv[1:]),
+    }
     print(write_report(args.out, runs, args, meta))
 
 

@@ -36,7 +36,9 @@ CONFIGS = {  # name: (description, TrainConfig overrides, trainable parameter pr
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--base", default="hitl-base-noHT")
     ap.add_argument("--base-dir", type=Path, default=HERE.parent / "runs" / "hitl-store")
@@ -47,8 +49,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=HERE / "ROUNDS.md")
-    ap.add_argument("--rows", type=Path, default=HERE / "figures" / "rounds_rows.json",
-                    help="rounds already measured (same base, seed and draws) are read from here, not re-run")
+    ap.add_argument(
+        "--rows",
+        type=Path,
+        default=HERE / "figures" / "rounds_rows.json",
+        help="rounds already measured (same base, seed and draws) are read from here, not re-run",
+    )
     args = ap.parse_args()
     t_all = time.perf_counter()
     torch.set_num_threads(args.threads)
@@ -59,7 +65,11 @@ def main() -> None:
     from napari_lggseg.preprocess import Recipe
 
     info = models.get_model(args.base)
-    site = {f.name: read_volume(f) for f in lgg_io.list_patients(args.data) if lgg_io.institution_of(f.name) == "HT"}
+    site = {
+        f.name: read_volume(f)
+        for f in lgg_io.list_patients(args.data)
+        if lgg_io.institution_of(f.name) == "HT"
+    }
     others = [read_volume(args.data / i) for i in base_split(info)[1]]
     base_sd = models.load_state_dict(info)
     base_seg = segmenter_for(base_sd, info)
@@ -69,10 +79,14 @@ def main() -> None:
     ks = [int(k) for k in args.ks.split(",")]
     rows = json.loads(args.rows.read_text()) if args.rows.exists() else []
     same_setup = (args.base, args.seed, args.held_out)
-    done = {(r["config"], r["draw"], r["k"]) for r in rows if (r["base"], r["seed"], r["held_out"]) == same_setup}
+    done = {
+        (r["config"], r["draw"], r["k"])
+        for r in rows
+        if (r["base"], r["seed"], r["held_out"]) == same_setup
+    }
     for d in range(args.draws):
         order = list(rng.permutation(sorted(site)))
-        corrected, held = order[: max(ks)], order[max(ks): max(ks) + args.held_out]
+        corrected, held = order[: max(ks)], order[max(ks) : max(ks) + args.held_out]
         b = float(np.mean([before[i] for i in held]))
         for k in ks:
             vols = [site[i] for i in corrected[:k]]
@@ -89,37 +103,65 @@ def main() -> None:
                     for pname, p in net.named_parameters():
                         p.requires_grad_(pname.startswith(trainable))
                 t0 = time.perf_counter()
-                res = training.train(net, Recipe.from_dict(info.card["preprocessing"]), vols, vols, cfg,
-                                     fine_tune=True)
+                res = training.train(
+                    net,
+                    Recipe.from_dict(info.card["preprocessing"]),
+                    vols,
+                    vols,
+                    cfg,
+                    fine_tune=True,
+                )
                 secs = time.perf_counter() - t0
                 tuned = segmenter_for(res.state_dict, info)
                 a = float(np.mean(list(evaluate(tuned, [site[i] for i in held]).values())))
                 o = float(np.mean(list(evaluate(tuned, others).values())))
-                rows.append({"config": name, "draw": d, "k": k, "delta": a - b, "before": b, "after": a,
-                             "other_delta": o - other_before, "best_epoch": res.best_epoch, "seconds": secs,
-                             "base": args.base, "seed": args.seed, "held_out": args.held_out,
-                             "corrected": corrected[:k]})
+                rows.append(
+                    {
+                        "config": name,
+                        "draw": d,
+                        "k": k,
+                        "delta": a - b,
+                        "before": b,
+                        "after": a,
+                        "other_delta": o - other_before,
+                        "best_epoch": res.best_epoch,
+                        "seconds": secs,
+                        "base": args.base,
+                        "seed": args.seed,
+                        "held_out": args.held_out,
+                        "corrected": corrected[:k],
+                    }
+                )
                 print(json.dumps(rows[-1]), flush=True)
                 args.rows.parent.mkdir(exist_ok=True)
                 args.rows.write_text(json.dumps(rows, indent=1))
-    write_report(args, [r for r in rows if (r["base"], r["seed"], r["held_out"]) == same_setup],
-                 time.perf_counter() - t_all)
+    write_report(
+        args,
+        [r for r in rows if (r["base"], r["seed"], r["held_out"]) == same_setup],
+        time.perf_counter() - t_all,
+    )
 
 
 def write_report(args, rows, wall: float) -> None:
     ks = sorted({r["k"] for r in rows})
-    lines = ["# Which fine-tuning round? Gains on a held-out institution against losses elsewhere", "",
-             f"Generated by `python training/compare_rounds.py --configs {args.configs} --ks {args.ks} "
-             f"--draws {args.draws} --seed {args.seed}`; rounds already in "
-             f"`{args.rows.relative_to(HERE.parent) if args.rows.is_relative_to(HERE.parent) else args.rows}` are reused "
-             f"(this call: {wall / 60:.0f} min). A round took {np.mean([r['seconds'] for r in rows]):.0f} s on average "
-             "on 1–2 CPU threads of a machine shared with other runs; training is deterministic (a rerun gives the "
-             "same rows).",
-             "", f"Base `{args.base}` (trained without HT by `simulate_hitl.py`). Each round: k HT volumes "
-             "corrected (ground truth), 30 steps of 16 slices, validated on the corrected slices like the widget. "
-             f"Δ = mean per-volume Dice after − before on {args.held_out} other HT patients per draw, and on the "
-             "base model's own validation patients (other institutions: forgetting). Per-draw values in brackets.",
-             "", "| round | k | Δ Dice held-out HT | Δ Dice other institutions | draws |", "|---|---|---|---|---|"]
+    lines = [
+        "# Which fine-tuning round? Gains on a held-out institution against losses elsewhere",
+        "",
+        f"Generated by `python training/compare_rounds.py --configs {args.configs} --ks {args.ks} "
+        f"--draws {args.draws} --seed {args.seed}`; rounds already in "
+        f"`{args.rows.relative_to(HERE.parent) if args.rows.is_relative_to(HERE.parent) else args.rows}` are reused "
+        f"(this call: {wall / 60:.0f} min). A round took {np.mean([r['seconds'] for r in rows]):.0f} s on average "
+        "on 1–2 CPU threads of a machine shared with other runs; training is deterministic (a rerun gives the "
+        "same rows).",
+        "",
+        f"Base `{args.base}` (trained without HT by `simulate_hitl.py`). Each round: k HT volumes "
+        "corrected (ground truth), 30 steps of 16 slices, validated on the corrected slices like the widget. "
+        f"Δ = mean per-volume Dice after − before on {args.held_out} other HT patients per draw, and on the "
+        "base model's own validation patients (other institutions: forgetting). Per-draw values in brackets.",
+        "",
+        "| round | k | Δ Dice held-out HT | Δ Dice other institutions | draws |",
+        "|---|---|---|---|---|",
+    ]
     for name in args.configs.split(","):
         for k in ks:
             sel = [r for r in rows if r["config"] == name and r["k"] == k]
@@ -127,8 +169,10 @@ def write_report(args, rows, wall: float) -> None:
                 continue
             per = ", ".join(f"{r['delta']:+.3f}" for r in sel)
             per_o = ", ".join(f"{r['other_delta']:+.3f}" for r in sel)
-            lines.append(f"| {name}: {CONFIGS[name][0]} | {k} | {np.mean([r['delta'] for r in sel]):+.3f} ({per}) | "
-                         f"{np.mean([r['other_delta'] for r in sel]):+.3f} ({per_o}) | {len(sel)} |")
+            lines.append(
+                f"| {name}: {CONFIGS[name][0]} | {k} | {np.mean([r['delta'] for r in sel]):+.3f} ({per}) | "
+                f"{np.mean([r['other_delta'] for r in sel]):+.3f} ({per_o}) | {len(sel)} |"
+            )
     text = "\n".join(lines) + "\n"
     args.out.write_text(text)
     print(text)

@@ -25,8 +25,13 @@ def main() -> None:
     ids = [p.name for p in list_patients(args.data)]
     rest, test = split_patients(ids, val_fraction=14 / len(ids), seed=args.seed)
     train, val = split_patients(rest, val_fraction=10 / len(rest), seed=args.seed + 1)
-    out = {"seed": args.seed, "note": "patient-level; stratified by institution; test is never used "
-           "to choose anything", "test": test, "validation": val, "train": train}
+    out = {
+        "seed": args.seed,
+        "note": "patient-level; stratified by institution; test is never used to choose anything",
+        "test": test,
+        "validation": val,
+        "train": train,
+    }
     (HERE / "splits.json").write_text(json.dumps(out, indent=2) + "\n")
     for k in ("train", "validation", "test"):
         inst = {}

@@ -54,11 +54,15 @@ def summarise(values) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model", default=None)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--out", type=Path, default=HERE / "REPORT.md")
-    ap.add_argument("--write-card", action="store_true", help="record the validation-chosen post-processing")
+    ap.add_argument(
+        "--write-card", action="store_true", help="record the validation-chosen post-processing"
+    )
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -81,7 +85,11 @@ def main() -> None:
         r = spearmanr(score, err).statistic
         if np.isfinite(r):
             rho.append(r)
-    choices = {(t, pp): float(np.mean([val[k][t][pp] for k in val])) for t in ("plain", "tta") for pp in POSTS}
+    choices = {
+        (t, pp): float(np.mean([val[k][t][pp] for k in val]))
+        for t in ("plain", "tta")
+        for pp in POSTS
+    }
     # flip TTA doubles inference time: keep it only if its best beats the plain best by >= 0.005;
     # then ties (within 0.001) go to dropping small components: unlike keeping only the largest
     # component, it cannot erase a tumour that a bigger false positive outgrew
@@ -99,10 +107,18 @@ def main() -> None:
         pf = probs_for(chosen, all_flair(p.image))
         d = dice_table(pr, p.mask)
         df = dice_table(pf, p.mask)
-        test_rows.append({"patient": pid, "slices": p.image.shape[0], "tumour_voxels": int(p.mask.sum()),
-                          "dice": d[best_pp], "dice_largest": d["largest"], "dice_none": d["none"],
-                          "dice_all_flair": df[best_pp],
-                          "missing": lgg_io.describe_sequences(lgg_io.missing_sequences(p.image))})
+        test_rows.append(
+            {
+                "patient": pid,
+                "slices": p.image.shape[0],
+                "tumour_voxels": int(p.mask.sum()),
+                "dice": d[best_pp],
+                "dice_largest": d["largest"],
+                "dice_none": d["none"],
+                "dice_all_flair": df[best_pp],
+                "missing": lgg_io.describe_sequences(lgg_io.missing_sequences(p.image)),
+            }
+        )
     subst_rows = []
     split_of = {pid: k for k in ("train", "validation", "test") for pid in splits[k]}
     for folder in lgg_io.list_patients(root):
@@ -110,8 +126,14 @@ def main() -> None:
         miss = lgg_io.missing_sequences(p.image)
         if miss:
             pr = probs_for(chosen, p.image)
-            subst_rows.append({"patient": p.patient_id, "split": split_of.get(p.patient_id, "?"),
-                               "missing": ", ".join(miss), "dice": dice_table(pr, p.mask)[best_pp]})
+            subst_rows.append(
+                {
+                    "patient": p.patient_id,
+                    "split": split_of.get(p.patient_id, "?"),
+                    "missing": ", ".join(miss),
+                    "dice": dice_table(pr, p.mask)[best_pp],
+                }
+            )
 
     # 5. speed: end to end on test patients with ~33 slices
     timing = []
@@ -136,10 +158,20 @@ def main() -> None:
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
     ep = [h["epoch"] for h in hist if h.get("val_dice") is not None]
-    ax.plot(ep, [h["val_dice"] for h in hist if h.get("val_dice") is not None], "o-", label="validation Dice")
+    ax.plot(
+        ep,
+        [h["val_dice"] for h in hist if h.get("val_dice") is not None],
+        "o-",
+        label="validation Dice",
+    )
     ax2 = ax.twinx()
-    ax2.plot([h["epoch"] for h in hist if h.get("loss") is not None],
-             [h["loss"] for h in hist if h.get("loss") is not None], "s--", color="tab:red", label="train loss")
+    ax2.plot(
+        [h["epoch"] for h in hist if h.get("loss") is not None],
+        [h["loss"] for h in hist if h.get("loss") is not None],
+        "s--",
+        color="tab:red",
+        label="train loss",
+    )
     ax.set_xlabel(f"epoch ({info.card['hyperparameters'].get('steps_per_epoch')} steps)")
     ax.set_ylabel("mean per-volume Dice (10 val patients)")
     ax2.set_ylabel("Dice+BCE loss")
@@ -150,11 +182,17 @@ def main() -> None:
 
     if args.write_card:
         card = dict(info.card)
-        card["postprocessing"] = {"threshold": 0.5, "method": best_pp, "tta": best_t == "tta",
-                                  "chosen_on": "validation split, mean per-volume Dice"}
+        card["postprocessing"] = {
+            "threshold": 0.5,
+            "method": best_pp,
+            "tta": best_t == "tta",
+            "chosen_on": "validation split, mean per-volume Dice",
+        }
         card["metrics"]["test_mean_dice"] = float(np.mean([r["dice"] for r in test_rows]))
         card["metrics"]["test_median_dice"] = float(np.median([r["dice"] for r in test_rows]))
-        card["metrics"]["test_mean_dice_all_flair"] = float(np.mean([r["dice_all_flair"] for r in test_rows]))
+        card["metrics"]["test_mean_dice_all_flair"] = float(
+            np.mean([r["dice_all_flair"] for r in test_rows])
+        )
         (info.path / models.CARD).write_text(json.dumps(card, indent=2))
 
     # write the report
@@ -187,7 +225,11 @@ def main() -> None:
         "|---|" + "---|" * len(POSTS),
     ]
     for t in ("plain", "tta"):
-        lines.append(f"| {'flip TTA' if t == 'tta' else 'no TTA'} | " + " | ".join(f"{choices[(t, pp)]:.3f}" for pp in POSTS) + " |")
+        lines.append(
+            f"| {'flip TTA' if t == 'tta' else 'no TTA'} | "
+            + " | ".join(f"{choices[(t, pp)]:.3f}" for pp in POSTS)
+            + " |"
+        )
     lines += [
         "",
         f"Chosen: **{'flip TTA' if best_t == 'tta' else 'no TTA'}, post-processing `{best_pp}`** "
@@ -210,8 +252,10 @@ def main() -> None:
         "|---|---|---|---|---|---|---|",
     ]
     for r in test_rows:
-        lines.append(f"| {r['patient']} | {r['slices']} | {r['tumour_voxels']} | {r['dice']:.3f} | "
-                     f"{r['dice_largest']:.3f} | {r['dice_all_flair']:.3f} | {r['missing']} |")
+        lines.append(
+            f"| {r['patient']} | {r['slices']} | {r['tumour_voxels']} | {r['dice']:.3f} | "
+            f"{r['dice_largest']:.3f} | {r['dice_all_flair']:.3f} | {r['missing']} |"
+        )
     lines += [
         "",
         "## Patients whose sequences the dataset substituted with FLAIR",
@@ -260,10 +304,19 @@ def main() -> None:
         "",
     ]
     args.out.write_text("\n".join(lines) + "\n")
-    (HERE / "figures" / f"{name}_report.json").write_text(json.dumps(
-        {"validation": val, "choices": {f"{t}/{pp}": v for (t, pp), v in choices.items()},
-         "test": test_rows, "substituted": subst_rows, "uncertainty_spearman": rho,
-         "seconds_per_33_slices": per33}, indent=1))
+    (HERE / "figures" / f"{name}_report.json").write_text(
+        json.dumps(
+            {
+                "validation": val,
+                "choices": {f"{t}/{pp}": v for (t, pp), v in choices.items()},
+                "test": test_rows,
+                "substituted": subst_rows,
+                "uncertainty_spearman": rho,
+                "seconds_per_33_slices": per33,
+            },
+            indent=1,
+        )
+    )
     print("\n".join(lines))
 
 

@@ -72,27 +72,46 @@ def segmenter_for(state_dict, info):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--institution", default="HT", choices=["HT", "CS"])
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--ks", default="1,2,3")
-    ap.add_argument("--slices", type=int, default=8, help="slices per volume in the 'uncertain' arm")
-    ap.add_argument("--base-steps", type=int, default=3000,
-                    help="base model budget in steps of 16 slices (~40 min on 2 idle cores)")
+    ap.add_argument(
+        "--slices", type=int, default=8, help="slices per volume in the 'uncertain' arm"
+    )
+    ap.add_argument(
+        "--base-steps",
+        type=int,
+        default=3000,
+        help="base model budget in steps of 16 slices (~40 min on 2 idle cores)",
+    )
     ap.add_argument("--base-minutes", type=float, default=60, help="clock cap on the base model")
     ap.add_argument("--base-dir", type=Path, default=HERE.parent / "runs" / "hitl-store")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run, not a result")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="report (figures go to figures/ beside it); default training/HITL.md, with --quick "
-                         "runs/hitl-quick/HITL.md so that a smoke run never replaces the real result")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="report (figures go to figures/ beside it); default training/HITL.md, with --quick "
+        "runs/hitl-quick/HITL.md so that a smoke run never replaces the real result",
+    )
     args = ap.parse_args()
     if args.out is None:
-        args.out = HERE.parent / "runs" / "hitl-quick" / "HITL.md" if args.quick else HERE / "HITL.md"
+        args.out = (
+            HERE.parent / "runs" / "hitl-quick" / "HITL.md" if args.quick else HERE / "HITL.md"
+        )
     if args.quick:
-        args.draws, args.ks, args.base_steps, args.base_minutes = 2, "1", 40, min(args.base_minutes, 1.0)
+        args.draws, args.ks, args.base_steps, args.base_minutes = (
+            2,
+            "1",
+            40,
+            min(args.base_minutes, 1.0),
+        )
     torch.set_num_threads(args.threads)
     os.environ["LGGSEG_MODEL_DIR"] = str(args.base_dir)
 
@@ -118,14 +137,29 @@ def main() -> None:
         vols = {f.name: read_volume(f) for f in rest}
         recipe = Recipe()
         per_epoch = 150 if not args.quick else 10
-        cfg = TrainConfig(epochs=max(1, args.base_steps // per_epoch), minutes=args.base_minutes,
-                          steps_per_epoch=per_epoch, lr=2e-3, warmup_steps=100 if not args.quick else 5,
-                          seed=args.seed, device="cpu")
+        cfg = TrainConfig(
+            epochs=max(1, args.base_steps // per_epoch),
+            minutes=args.base_minutes,
+            steps_per_epoch=per_epoch,
+            lr=2e-3,
+            warmup_steps=100 if not args.quick else 5,
+            seed=args.seed,
+            device="cpu",
+        )
         net = UNet(recipe.in_channels, 1, 16)
         res = train(net, recipe, [vols[i] for i in train_ids], [vols[i] for i in val_ids], cfg)
-        models.save_model(res.state_dict, model_card(recipe, 16, res, cfg, None,
-                                                     intended_use=f"HITL simulation base without {args.institution}"),
-                          base_name)
+        models.save_model(
+            res.state_dict,
+            model_card(
+                recipe,
+                16,
+                res,
+                cfg,
+                None,
+                intended_use=f"HITL simulation base without {args.institution}",
+            ),
+            base_name,
+        )
         del vols
     base_info = models.get_model(base_name)
     base_seg = segmenter_for(models.load_state_dict(base_info), base_info)
@@ -141,7 +175,7 @@ def main() -> None:
     rows = []
     for d in range(args.draws):
         order = list(rng.permutation(sorted(site_vols)))
-        corrected, held = order[: max(ks)], order[max(ks):]
+        corrected, held = order[: max(ks)], order[max(ks) :]
         controls = list(rng.permutation(sorted(train_ids))[: max(ks)])
         held_vols = [site_vols[i] for i in held]
         b = float(np.mean([before[i] for i in held]))
@@ -161,7 +195,9 @@ def main() -> None:
             arms["uncertain"] = uncertain
             for arm, vols in arms.items():
                 cfg = default_config(len(vols))
-                cfg.minutes = None  # the round's 30 steps exactly: a busy machine must not change the result
+                cfg.minutes = (
+                    None  # the round's 30 steps exactly: a busy machine must not change the result
+                )
                 t0 = time.perf_counter()
                 # as the widget with no other ground truth open: validated on the corrected slices,
                 # keeping the best epoch (the base weights if no epoch beats them)
@@ -171,11 +207,24 @@ def main() -> None:
                 after = evaluate(tuned, held_vols)
                 a = float(np.mean(list(after.values())))
                 other = float(np.mean(list(evaluate(tuned, other_vols).values())))
-                rows.append({"draw": d, "k": k, "arm": arm, "before": b, "after": a, "delta": a - b,
-                             "other_before": other_before, "other_after": other,
-                             "seconds": secs, "steps": res.steps, "best_epoch": res.best_epoch,
-                             "corrected": corrected[:k] if arm != "control" else controls[:k], "held_out": held,
-                             "per_patient_after": after})
+                rows.append(
+                    {
+                        "draw": d,
+                        "k": k,
+                        "arm": arm,
+                        "before": b,
+                        "after": a,
+                        "delta": a - b,
+                        "other_before": other_before,
+                        "other_after": other,
+                        "seconds": secs,
+                        "steps": res.steps,
+                        "best_epoch": res.best_epoch,
+                        "corrected": corrected[:k] if arm != "control" else controls[:k],
+                        "held_out": held,
+                        "per_patient_after": after,
+                    }
+                )
                 print(json.dumps(rows[-1]), flush=True)
 
     write_report(args, rows, before, base_info, budget, time.time() - t_all)
@@ -224,17 +273,24 @@ def write_report(args, rows, before, base_info, budget, wall) -> None:
             dl = np.array([r["delta"] for r in sel])
             means.append(dl.mean())
             sds.append(dl.std(ddof=1) if len(dl) > 1 else 0.0)
-            lines.append(f"| {arm} | {k} | {dl.mean():+.3f} ± {sds[-1]:.3f} | "
-                         f"{np.mean([r['before'] for r in sel]):.3f} → {np.mean([r['after'] for r in sel]):.3f} | "
-                         f"{np.mean([r['other_after'] - r['other_before'] for r in sel]):+.3f} | "
-                         f"{np.mean([r['seconds'] for r in sel]):.0f} | {np.mean([r['steps'] for r in sel]):.0f} | "
-                         f"{len(sel)} |")
-        ax.errorbar(np.array(ks) + 0.05 * arms.index(arm), means, yerr=sds, marker="o", capsize=3, label=arm)
+            lines.append(
+                f"| {arm} | {k} | {dl.mean():+.3f} ± {sds[-1]:.3f} | "
+                f"{np.mean([r['before'] for r in sel]):.3f} → {np.mean([r['after'] for r in sel]):.3f} | "
+                f"{np.mean([r['other_after'] - r['other_before'] for r in sel]):+.3f} | "
+                f"{np.mean([r['seconds'] for r in sel]):.0f} | {np.mean([r['steps'] for r in sel]):.0f} | "
+                f"{len(sel)} |"
+            )
+        ax.errorbar(
+            np.array(ks) + 0.05 * arms.index(arm), means, yerr=sds, marker="o", capsize=3, label=arm
+        )
     k_max = max(ks)
     sel = [r for r in rows if r["arm"] == "whole" and r["k"] == k_max]
     gain, secs = np.mean([r["delta"] for r in sel]), np.mean([r["seconds"] for r in sel])
-    lines += ["", f"Target: {k_max} corrected volumes lift the held-out patients' mean Dice by ≥ 0.05 in ≤ 180 s of "
-              f"fine-tuning. Measured: {gain:+.3f} in {secs:.0f} s: **{'met' if gain >= 0.05 and secs <= 180 else 'not met'}**."]
+    lines += [
+        "",
+        f"Target: {k_max} corrected volumes lift the held-out patients' mean Dice by ≥ 0.05 in ≤ 180 s of "
+        f"fine-tuning. Measured: {gain:+.3f} in {secs:.0f} s: **{'met' if gain >= 0.05 and secs <= 180 else 'not met'}**.",
+    ]
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xlabel("corrected volumes k")
     ax.set_ylabel("Δ mean Dice on held-out patients")
@@ -242,13 +298,19 @@ def write_report(args, rows, before, base_info, budget, wall) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(fig_dir / "hitl.png", dpi=100)
-    lines += ["", "![paired Dice change](figures/hitl.png)", "",
-              "Arms: `whole` = every slice of the k corrected volumes; `uncertain` = only the "
-              f"{args.slices} slices per volume that the review list ranks first; `control` = k volumes from the "
-              "base model's own institutions (separates new-site gains from more training). "
-              "'Δ Dice other sites' is the change on the base model's own validation patients (other "
-              "institutions): what fine-tuning costs elsewhere.", "",
-              "How the round's learning rate was chosen (on forgetting, with the same base): [ROUNDS.md](ROUNDS.md).", ""]
+    lines += [
+        "",
+        "![paired Dice change](figures/hitl.png)",
+        "",
+        "Arms: `whole` = every slice of the k corrected volumes; `uncertain` = only the "
+        f"{args.slices} slices per volume that the review list ranks first; `control` = k volumes from the "
+        "base model's own institutions (separates new-site gains from more training). "
+        "'Δ Dice other sites' is the change on the base model's own validation patients (other "
+        "institutions): what fine-tuning costs elsewhere.",
+        "",
+        "How the round's learning rate was chosen (on forgetting, with the same base): [ROUNDS.md](ROUNDS.md).",
+        "",
+    ]
     args.out.write_text("\n".join(lines) + "\n")
     (fig_dir / "hitl_rows.json").write_text(json.dumps(rows, indent=1))
     print("\n".join(lines))

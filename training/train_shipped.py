@@ -32,7 +32,9 @@ DEFAULT_DATA = HERE.parent.parent / "shared" / "lgg" / "kaggle_3m"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--name", required=True)
     ap.add_argument("--minutes", type=float, default=85)
@@ -59,7 +61,10 @@ def main() -> None:
     t0 = time.time()
     train_vols = load_volumes([args.data], patients=set(splits["train"]))
     val_vols = load_volumes([args.data], patients=set(splits["validation"]))
-    print(f"loaded {len(train_vols)} train / {len(val_vols)} validation volumes in {time.time() - t0:.1f} s", flush=True)
+    print(
+        f"loaded {len(train_vols)} train / {len(val_vols)} validation volumes in {time.time() - t0:.1f} s",
+        flush=True,
+    )
 
     model = UNet(recipe.in_channels, 1, args.width)
     parent = None
@@ -67,25 +72,52 @@ def main() -> None:
         base, info = models.load_model(args.continue_from)
         load_state_dict_strict(model, base.state_dict(), args.continue_from)
         parent = info.name
-    cfg = TrainConfig(minutes=args.minutes, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
-                      lr=args.lr, loss=args.loss, substitute=args.substitute, seed=args.seed,
-                      device=args.device, warmup_steps=100)
+    cfg = TrainConfig(
+        minutes=args.minutes,
+        steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        loss=args.loss,
+        substitute=args.substitute,
+        seed=args.seed,
+        device=args.device,
+        warmup_steps=100,
+    )
 
     def progress(ev):
         if ev["kind"] == "epoch":
             print(json.dumps(ev), flush=True)
 
     runs = HERE.parent / "runs"
-    result = train(model, recipe, train_vols, val_vols, cfg, progress=progress,
-                   checkpoint=runs / f"{args.name}.ckpt.safetensors")
-    print(f"stopped: {result.stopped}; best epoch {result.best_epoch} val Dice {result.best_val_dice:.4f}; "
-          f"{result.steps} steps in {result.seconds / 60:.1f} min", flush=True)
-    card = model_card(recipe, args.width, result, cfg, parent,
-                      recipe_command="python training/train_shipped.py " + " ".join(
-                          f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                          if v is not None and k not in ("data", "out_root")),
-                      hardware=f"{torch.get_num_threads()} CPU threads, device {cfg.device}",
-                      splits="training/splits.json")
+    result = train(
+        model,
+        recipe,
+        train_vols,
+        val_vols,
+        cfg,
+        progress=progress,
+        checkpoint=runs / f"{args.name}.ckpt.safetensors",
+    )
+    print(
+        f"stopped: {result.stopped}; best epoch {result.best_epoch} val Dice {result.best_val_dice:.4f}; "
+        f"{result.steps} steps in {result.seconds / 60:.1f} min",
+        flush=True,
+    )
+    card = model_card(
+        recipe,
+        args.width,
+        result,
+        cfg,
+        parent,
+        recipe_command="python training/train_shipped.py "
+        + " ".join(
+            f"--{k.replace('_', '-')} {v}"
+            for k, v in vars(args).items()
+            if v is not None and k not in ("data", "out_root")
+        ),
+        hardware=f"{torch.get_num_threads()} CPU threads, device {cfg.device}",
+        splits="training/splits.json",
+    )
     if args.role != "none":
         card["role"] = args.role
         card["default"] = args.role == "default"

@@ -84,7 +84,9 @@ def read_lgg_path(path: str | os.PathLike, kind: str | None = None) -> list[tupl
     if kind is None:
         kind, found = _classify(path)
         if kind is None:
-            raise ValueError(f"{path}: not an LGG patient folder, slice, corrections folder or dataset root")
+            raise ValueError(
+                f"{path}: not an LGG patient folder, slice, corrections folder or dataset root"
+            )
         path = found
     if kind == "corrections":
         corr = read_corrections(path)
@@ -95,7 +97,11 @@ def read_lgg_path(path: str | os.PathLike, kind: str | None = None) -> list[tupl
                 f"{corr.source_folder} {patient.image.shape[:3]}"
             )
         layers = patient_layers(
-            patient.patient_id, patient.image, patient.mask, patient.folder, patient.slice_files,
+            patient.patient_id,
+            patient.image,
+            patient.mask,
+            patient.folder,
+            patient.slice_files,
             ground_truth_visible=False,
         )
         meta = _meta(patient.patient_id, patient.folder, patient.slice_files, "corrections")
@@ -105,7 +111,13 @@ def read_lgg_path(path: str | os.PathLike, kind: str | None = None) -> list[tupl
             model=corr.model,
             whole_volume_reviewed=corr.whole_volume_reviewed,
         )
-        layers.append((corr.mask, {"name": f"{patient.patient_id} corrections", "metadata": {"lggseg": meta}}, "labels"))
+        layers.append(
+            (
+                corr.mask,
+                {"name": f"{patient.patient_id} corrections", "metadata": {"lggseg": meta}},
+                "labels",
+            )
+        )
         return layers
     if kind == "root":
         patients = list_patients(path)
@@ -120,7 +132,9 @@ def read_lgg_path(path: str | os.PathLike, kind: str | None = None) -> list[tupl
             )
         path = first
     patient = read_patient(path)
-    return patient_layers(patient.patient_id, patient.image, patient.mask, patient.folder, patient.slice_files)
+    return patient_layers(
+        patient.patient_id, patient.image, patient.mask, patient.folder, patient.slice_files
+    )
 
 
 def _meta(patient_id: str, folder, slice_files, role: str) -> dict:
@@ -172,8 +186,12 @@ def patient_layers(
         layers.append((volume, kwargs, "image"))
     if mask is not None:
         meta = _meta(patient_id, folder, slice_files, "ground truth")
-        kwargs = {"name": f"{patient_id} ground truth", "metadata": {"lggseg": meta},
-                  "visible": ground_truth_visible, "opacity": 0.5}
+        kwargs = {
+            "name": f"{patient_id} ground truth",
+            "metadata": {"lggseg": meta},
+            "visible": ground_truth_visible,
+            "opacity": 0.5,
+        }
         layers.append((mask, kwargs, "labels"))
     return layers
 

@@ -42,7 +42,9 @@ def write_labels(path: str, data, meta: dict) -> list[str]:
         )
     out = Path(path)
     if out.suffix.lower() in (".tif", ".tiff", ".json"):
-        raise LGGWriteError(f"{out}: corrections are saved as a folder; give a folder name without an extension")
+        raise LGGWriteError(
+            f"{out}: corrections are saved as a folder; give a folder name without an extension"
+        )
     try:
         sidecar = write_corrections(
             out,

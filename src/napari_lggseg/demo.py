@@ -9,7 +9,9 @@ import argparse
 PLUGIN = "napari-lggseg"
 
 
-def make_demo_viewer(path: str | None = None, show: bool = True, segment: bool = False, viewer=None):
+def make_demo_viewer(
+    path: str | None = None, show: bool = True, segment: bool = False, viewer=None
+):
     """A viewer (a new one unless ``viewer`` is given) with the sample (or ``path``, read by this
     plugin) and both widgets docked, Segment tumour in front; with ``segment``, Segment tumour
     starts a run (in its worker thread) with the default model."""
@@ -35,7 +37,9 @@ def make_demo_viewer(path: str | None = None, show: bool = True, segment: bool =
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m napari_lggseg.demo", description=__doc__)
-    parser.add_argument("path", nargs="?", help="patient folder, slice, corrections folder or kaggle_3m root")
+    parser.add_argument(
+        "path", nargs="?", help="patient folder, slice, corrections folder or kaggle_3m root"
+    )
     parser.add_argument("--no-segment", action="store_true", help="do not segment on start")
     args = parser.parse_args(argv)
     import napari

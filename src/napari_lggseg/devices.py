@@ -60,10 +60,14 @@ def resolve_device(name: str | torch.device = "auto", fallback: bool = False) ->
     if ok is None:
         raise DeviceError(f"unknown device {name!r}: choose one of {', '.join(DEVICE_CHOICES)}")
     if not ok:
-        msg = (f"device {name!r} is not available on this machine "
-               f"(available: {', '.join(available_devices())})")
+        msg = (
+            f"device {name!r} is not available on this machine "
+            f"(available: {', '.join(available_devices())})"
+        )
         if kind == "cuda":
-            msg += "; is a CUDA build of torch installed? (torch.version.cuda = %s)" % torch.version.cuda
+            msg += (
+                f"; is a CUDA build of torch installed? (torch.version.cuda = {torch.version.cuda})"
+            )
         if not fallback:
             raise DeviceError(msg)
         warnings.warn(msg + "; using the CPU instead", stacklevel=2)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -48,8 +48,9 @@ class Segmentation:
         self.threshold = float(threshold)
         if postprocess is not None:
             self.postprocess = postprocess
-        self.mask = metrics.postprocess((self.prob >= self.threshold).astype(np.uint8),
-                                        self.postprocess, prob=self.prob)
+        self.mask = metrics.postprocess(
+            (self.prob >= self.threshold).astype(np.uint8), self.postprocess, prob=self.prob
+        )
         return self.mask
 
     @property
@@ -60,8 +61,17 @@ class Segmentation:
 class Segmenter:
     """A loaded network with its recipe on one device."""
 
-    def __init__(self, model: torch.nn.Module, recipe: Recipe, device="auto", batch_size: int = 16,
-                 tta: bool = False, name: str = "", fast: bool = True, fallback: bool = True):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        recipe: Recipe,
+        device="auto",
+        batch_size: int = 16,
+        tta: bool = False,
+        name: str = "",
+        fast: bool = True,
+        fallback: bool = True,
+    ):
         self.device = resolve_device(device, fallback=fallback)
         self.recipe, self.name, self.tta, self.fast = recipe, name, tta, fast
         self.batch_size = batch_size
@@ -71,7 +81,7 @@ class Segmenter:
             self.model = self.model.to(memory_format=torch.channels_last)
 
     @classmethod
-    def from_store(cls, name: str | None = None, device="auto", **kwargs) -> "Segmenter":
+    def from_store(cls, name: str | None = None, device="auto", **kwargs) -> Segmenter:
         from .models import default_model_name, load_model
 
         dev = resolve_device(device, fallback=kwargs.pop("fallback", True))
@@ -79,7 +89,9 @@ class Segmenter:
         model, info = load_model(name)
         post = info.card.get("postprocessing", {})
         kwargs.setdefault("tta", bool(post.get("tta", False)))
-        seg = cls(model, Recipe.from_dict(info.card["preprocessing"]), dev, name=info.name, **kwargs)
+        seg = cls(
+            model, Recipe.from_dict(info.card["preprocessing"]), dev, name=info.name, **kwargs
+        )
         seg.default_postprocess = post.get("method", "min-size")
         return seg
 
@@ -93,7 +105,9 @@ class Segmenter:
         return torch.sigmoid(logits.float())[:, 0]
 
     @torch.inference_mode()
-    def predict_grid(self, x: np.ndarray, progress: Progress | None = None, cancel=None) -> np.ndarray:
+    def predict_grid(
+        self, x: np.ndarray, progress: Progress | None = None, cancel=None
+    ) -> np.ndarray:
         """(N, C, S, S) network input -> (N, S, S) probabilities, in batches."""
         n = x.shape[0]
         out = np.empty((n, x.shape[2], x.shape[3]), np.float32)
@@ -103,8 +117,8 @@ class Segmenter:
                 raise Cancelled()
             b = min(self.batch_size, n - i)
             try:
-                xb = torch.from_numpy(x[i:i + b]).to(self.device, non_blocking=True)
-                out[i:i + b] = self._forward(xb).cpu().numpy()
+                xb = torch.from_numpy(x[i : i + b]).to(self.device, non_blocking=True)
+                out[i : i + b] = self._forward(xb).cpu().numpy()
             except RuntimeError as exc:
                 if not is_out_of_memory(exc) or self.device.type == "cpu":
                     raise
@@ -120,19 +134,32 @@ class Segmenter:
             torch.cuda.empty_cache()
         if self.batch_size > 1:
             self.batch_size //= 2
-            warnings.warn(f"{self.device} ran out of memory; retrying with batch size {self.batch_size}")
+            warnings.warn(
+                f"{self.device} ran out of memory; retrying with batch size {self.batch_size}",
+                stacklevel=2,
+            )
         else:
-            warnings.warn(f"{self.device} ran out of memory even at batch size 1; using the CPU")
+            warnings.warn(
+                f"{self.device} ran out of memory even at batch size 1; using the CPU", stacklevel=2
+            )
             self.device = torch.device("cpu")
             self.model = self.model.to(self.device)
 
-    def probabilities(self, volume: np.ndarray, progress: Progress | None = None, cancel=None) -> tuple[np.ndarray, Geometry]:
+    def probabilities(
+        self, volume: np.ndarray, progress: Progress | None = None, cancel=None
+    ) -> tuple[np.ndarray, Geometry]:
         x, geom = prepare(volume, self.recipe)
         prob = self.predict_grid(x, progress, cancel)
         return restore(prob, geom), geom
 
-    def segment(self, volume: np.ndarray, threshold: float = 0.5, postprocess: str | None = None,
-                progress: Progress | None = None, cancel=None) -> Segmentation:
+    def segment(
+        self,
+        volume: np.ndarray,
+        threshold: float = 0.5,
+        postprocess: str | None = None,
+        progress: Progress | None = None,
+        cancel=None,
+    ) -> Segmentation:
         """(Z, H, W, 3) volume in LGG channel order (or (Z, H, W) FLAIR) -> Segmentation.
 
         ``postprocess`` None uses the model card's choice (made on validation data).

@@ -159,7 +159,9 @@ def _read_tiff(path: Path) -> np.ndarray:
     try:
         return tifffile.imread(path)
     except Exception as exc:  # tifffile raises many types for damaged files
-        raise LGGFormatError(f"{path}: cannot read this TIFF ({type(exc).__name__}: {exc})") from exc
+        raise LGGFormatError(
+            f"{path}: cannot read this TIFF ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def _read_image_slice(path: Path) -> np.ndarray:
@@ -232,7 +234,9 @@ def read_patient(folder: str | os.PathLike, masks: bool = True) -> Patient:
                 f"{files.mask_files[0]}: mask shape {mask.shape[1:]} does not match its slices "
                 f"{image.shape[1:3]}"
             )
-    return Patient(files.patient_id, files.folder, image, mask, tuple(p.name for p in files.image_files))
+    return Patient(
+        files.patient_id, files.folder, image, mask, tuple(p.name for p in files.image_files)
+    )
 
 
 def missing_sequences(image: np.ndarray) -> tuple[str, ...]:
@@ -278,9 +282,11 @@ class Corrections:
 
 
 def _check_writable_target(out: Path, source_folder: Path, patient_id: str) -> None:
-    if out.resolve() == source_folder.resolve() or (out.is_dir() and is_patient_folder(out) and any(
-        not parse_slice_name(p.name)[2] for p in out.iterdir() if parse_slice_name(p.name)
-    )):
+    if out.resolve() == source_folder.resolve() or (
+        out.is_dir()
+        and is_patient_folder(out)
+        and any(not parse_slice_name(p.name)[2] for p in out.iterdir() if parse_slice_name(p.name))
+    ):
         raise LGGWriteError(
             f"{out}: this folder holds patient images; corrections go to a folder of their own "
             "so the dataset's expert masks are never overwritten"
@@ -363,7 +369,9 @@ def write_corrections(
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
         os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide the corrections from colleagues
     except OSError as exc:
-        raise LGGWriteError(f"{out}: cannot write corrections here ({exc.strerror or exc})") from exc
+        raise LGGWriteError(
+            f"{out}: cannot write corrections here ({exc.strerror or exc})"
+        ) from exc
     try:
         names = [f"{patient_id}_{n}_mask.tif" for n in files.slice_numbers]
         for name, sl in zip(names, binary):
@@ -383,7 +391,9 @@ def write_corrections(
             raise
         shutil.rmtree(backup, ignore_errors=True)
     except OSError as exc:
-        raise LGGWriteError(f"{out}: cannot write corrections here ({exc.strerror or exc})") from exc
+        raise LGGWriteError(
+            f"{out}: cannot write corrections here ({exc.strerror or exc})"
+        ) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out / SIDECAR
@@ -420,10 +430,24 @@ def read_corrections(folder: str | os.PathLike) -> Corrections:
     if numbers != list(range(1, z + 1)):
         missing = sorted(set(range(1, z + 1)) - set(numbers))
         name = f"{pid}_{missing[0]}_mask.tif" if missing else folder.name
-        raise LGGFormatError(f"{folder / name}: corrections folder should hold {z} masks, found {len(numbers)}")
-    mask = _stack([_read_mask_slice(entries[n]) for n in numbers], tuple(entries[n] for n in numbers), "mask")
-    known = {"format", "version", "patient_id", "source_folder", "shape", "reviewed_slices",
-             "reviewed_slice_files", "whole_volume_reviewed", "model", "created"}
+        raise LGGFormatError(
+            f"{folder / name}: corrections folder should hold {z} masks, found {len(numbers)}"
+        )
+    mask = _stack(
+        [_read_mask_slice(entries[n]) for n in numbers], tuple(entries[n] for n in numbers), "mask"
+    )
+    known = {
+        "format",
+        "version",
+        "patient_id",
+        "source_folder",
+        "shape",
+        "reviewed_slices",
+        "reviewed_slice_files",
+        "whole_volume_reviewed",
+        "model",
+        "created",
+    }
     return Corrections(
         patient_id=pid,
         folder=folder,

@@ -32,8 +32,12 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return (labels == (np.argmax(sizes) + 1)).astype(np.uint8)
 
 
-def drop_small_components(mask: np.ndarray, prob: np.ndarray | None = None, min_fraction: float = 0.1,
-                          min_peak: float = 0.0) -> np.ndarray:
+def drop_small_components(
+    mask: np.ndarray,
+    prob: np.ndarray | None = None,
+    min_fraction: float = 0.1,
+    min_peak: float = 0.0,
+) -> np.ndarray:
     """Drop 3-D components smaller than ``min_fraction`` of the largest one, or whose peak
     probability is below ``min_peak``. Unlike largest-component, a second real lesion survives,
     and a large false positive cannot erase the tumour."""
@@ -49,8 +53,9 @@ def drop_small_components(mask: np.ndarray, prob: np.ndarray | None = None, min_
     return lut[labels].astype(np.uint8)
 
 
-def postprocess(mask: np.ndarray, method: str = "min-size", prob: np.ndarray | None = None,
-                **kwargs) -> np.ndarray:
+def postprocess(
+    mask: np.ndarray, method: str = "min-size", prob: np.ndarray | None = None, **kwargs
+) -> np.ndarray:
     """Apply a named post-processing (``none``, ``largest``, ``min-size``)."""
     if method == "none":
         return (mask > 0).astype(np.uint8)

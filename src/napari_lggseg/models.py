@@ -23,8 +23,10 @@ SHIPPED_DIR = Path(__file__).parent / "weights"
 WEIGHTS = "model.safetensors"
 CARD = "card.json"
 REFERENCE_NAME = "buda2019-reference"
-REFERENCE_URL = ("https://github.com/mateuszbuda/brain-segmentation-pytorch/releases/download/v1.0/"
-                 "unet-e012d006.pt")
+REFERENCE_URL = (
+    "https://github.com/mateuszbuda/brain-segmentation-pytorch/releases/download/v1.0/"
+    "unet-e012d006.pt"
+)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,80}$")
 
 
@@ -44,7 +46,9 @@ def user_model_dir() -> Path:
 def cache_dir() -> Path:
     from platformdirs import user_cache_dir
 
-    return Path(os.environ.get("LGGSEG_CACHE_DIR") or user_cache_dir("napari-lggseg", appauthor=False))
+    return Path(
+        os.environ.get("LGGSEG_CACHE_DIR") or user_cache_dir("napari-lggseg", appauthor=False)
+    )
 
 
 @dataclass
@@ -65,7 +69,11 @@ class ModelInfo:
 
     def label(self) -> str:
         d = self.val_dice
-        return f"{self.name}" + (f" (val Dice {d:.3f})" if d is not None else "") + (" [shipped]" if self.shipped else "")
+        return (
+            f"{self.name}"
+            + (f" (val Dice {d:.3f})" if d is not None else "")
+            + (" [shipped]" if self.shipped else "")
+        )
 
 
 def sha256_of(path: Path) -> str:
@@ -92,8 +100,12 @@ def list_models() -> list[ModelInfo]:
     out: list[ModelInfo] = []
     for root, shipped in ((SHIPPED_DIR, True), (user_model_dir(), False)):
         if root.is_dir():
-            infos = [i for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")
-                     if (i := _read_info(p, shipped))]
+            infos = [
+                i
+                for p in sorted(root.iterdir())
+                if p.is_dir() and not p.name.startswith(".")
+                if (i := _read_info(p, shipped))
+            ]
             if shipped:
                 infos.sort(key=lambda i: (not i.card.get("default", False), i.name))
             else:
@@ -142,8 +154,10 @@ def load_state_dict(info: ModelInfo) -> dict:
     expected = info.card.get("sha256")
     actual = sha256_of(path)
     if expected != actual:
-        raise ModelError(f"{path}: weights do not match the sha256 in {info.path / CARD} "
-                         f"(damaged or edited file; expected {expected}, found {actual})")
+        raise ModelError(
+            f"{path}: weights do not match the sha256 in {info.path / CARD} "
+            f"(damaged or edited file; expected {expected}, found {actual})"
+        )
     sd = load_file(str(path))
     return {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
 
@@ -152,7 +166,11 @@ def build_model(card: dict):
     from .unet import UNet
 
     arch = card.get("architecture", {})
-    return UNet(in_channels=int(arch.get("in_channels", 3)), out_channels=1, width=int(arch.get("width", 32)))
+    return UNet(
+        in_channels=int(arch.get("in_channels", 3)),
+        out_channels=1,
+        width=int(arch.get("width", 32)),
+    )
 
 
 def load_model(name: str):
@@ -184,7 +202,9 @@ def check_name(name: str) -> str:
     return name
 
 
-def save_model(state_dict: dict, card: dict, name: str, root: Path | None = None, half: bool = False) -> ModelInfo:
+def save_model(
+    state_dict: dict, card: dict, name: str, root: Path | None = None, half: bool = False
+) -> ModelInfo:
     """Write a new model folder atomically (staged, then renamed); refuses an existing name."""
     import torch
     from safetensors.torch import save_file
@@ -317,8 +337,10 @@ def download_reference() -> ModelInfo:
     prefix = REFERENCE_URL.rsplit("-", 1)[-1].split(".")[0]
     if not sha256_of(Path(path)).startswith(prefix):
         Path(path).unlink(missing_ok=True)
-        raise ModelError(f"{path}: downloaded file does not match its published hash prefix {prefix}; "
-                         "deleted it, try again")
+        raise ModelError(
+            f"{path}: downloaded file does not match its published hash prefix {prefix}; "
+            "deleted it, try again"
+        )
     sd = torch.load(path, map_location="cpu", weights_only=True)
     model = UNet(3, 1, 32)
     load_state_dict_strict(model, sd, source=path)

@@ -43,7 +43,7 @@ class Recipe:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Recipe":
+    def from_dict(cls, d: dict) -> Recipe:
         return cls(
             name=d.get("name", "crop-zscore"),
             size=int(d.get("size", 128)),
@@ -75,7 +75,9 @@ class Geometry:
         return (self.y1 - self.y0) + self.pad[0] + self.pad[1]
 
 
-def assemble_channels(flair: np.ndarray, pre: np.ndarray | None = None, post: np.ndarray | None = None) -> np.ndarray:
+def assemble_channels(
+    flair: np.ndarray, pre: np.ndarray | None = None, post: np.ndarray | None = None
+) -> np.ndarray:
     """Stack (Z, H, W) sequences into (Z, H, W, 3) in LGG order; a missing one is replaced by
     FLAIR, as the LGG dataset did, so three-channel models run on FLAIR-only scans."""
     flair = np.asarray(flair)
@@ -95,7 +97,9 @@ def _as_volume(volume: np.ndarray) -> np.ndarray:
     if volume.ndim == 3:  # FLAIR only
         volume = assemble_channels(volume)
     if volume.ndim != 4 or volume.shape[-1] != 3:
-        raise ValueError(f"expected a (Z, H, W, 3) volume or a (Z, H, W) FLAIR volume, got {volume.shape}")
+        raise ValueError(
+            f"expected a (Z, H, W, 3) volume or a (Z, H, W) FLAIR volume, got {volume.shape}"
+        )
     return volume
 
 
@@ -113,8 +117,12 @@ def head_box(volume: np.ndarray, margin: int = 4) -> tuple[int, int, int, int]:
     if ys[0].size == 0:
         return 0, volume.shape[1], 0, volume.shape[2]
     h, w = volume.shape[1:3]
-    return (max(0, ys[0][0] - margin), min(h, ys[0][-1] + 1 + margin),
-            max(0, xs[0][0] - margin), min(w, xs[0][-1] + 1 + margin))
+    return (
+        max(0, ys[0][0] - margin),
+        min(h, ys[0][-1] + 1 + margin),
+        max(0, xs[0][0] - margin),
+        min(w, xs[0][-1] + 1 + margin),
+    )
 
 
 def _resize_torch(x: np.ndarray, size: int, mode: str) -> np.ndarray:
@@ -126,8 +134,9 @@ def _resize_torch(x: np.ndarray, size: int, mode: str) -> np.ndarray:
     if mode == "area":
         out = F.interpolate(t, size=(size, size), mode="area")
     else:
-        out = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False,
-                            antialias=size < x.shape[-1])
+        out = F.interpolate(
+            t, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1]
+        )
     return out.numpy()
 
 
@@ -176,13 +185,21 @@ def prepare_mask(mask: np.ndarray, geom: Geometry) -> np.ndarray:
     ``crop-zscore`` resizes the mask like the images (soft edges: the fraction of each grid cell
     that is tumour), so training targets carry no extra rounding; ``reference`` is order 0.
     """
-    m = (np.asarray(mask) > 0)[geom.z0:geom.z1, geom.y0:geom.y1, geom.x0:geom.x1].astype(np.float32)
+    m = (np.asarray(mask) > 0)[geom.z0 : geom.z1, geom.y0 : geom.y1, geom.x0 : geom.x1].astype(
+        np.float32
+    )
     m = np.pad(m, ((0, 0), geom.pad[:2], geom.pad[2:]))
     if geom.extra.get("recipe") == "reference":
         from skimage.transform import resize
 
-        out = resize(m, (m.shape[0], geom.size, geom.size), order=0, mode="constant", cval=0,
-                     anti_aliasing=False)
+        out = resize(
+            m,
+            (m.shape[0], geom.size, geom.size),
+            order=0,
+            mode="constant",
+            cval=0,
+            anti_aliasing=False,
+        )
         return (out > 0.5).astype(np.float32)
     if geom.size == geom.side:
         return m
@@ -192,12 +209,15 @@ def prepare_mask(mask: np.ndarray, geom: Geometry) -> np.ndarray:
 def restore(prob: np.ndarray, geom: Geometry) -> np.ndarray:
     """Network-grid probabilities (Z', S, S) -> (Z, H, W) float32 on the original slices."""
     side = geom.side
-    up = _resize_torch(np.asarray(prob, np.float32)[:, None], side, "bilinear")[:, 0] if side != geom.size \
+    up = (
+        _resize_torch(np.asarray(prob, np.float32)[:, None], side, "bilinear")[:, 0]
+        if side != geom.size
         else np.asarray(prob, np.float32)
+    )
     top, bottom, left, right = geom.pad
-    up = up[:, top:side - bottom, left:side - right]
+    up = up[:, top : side - bottom, left : side - right]
     out = np.zeros(geom.shape, np.float32)
-    out[geom.z0:geom.z1, geom.y0:geom.y1, geom.x0:geom.x1] = up
+    out[geom.z0 : geom.z1, geom.y0 : geom.y1, geom.x0 : geom.x1] = up
     return out
 
 
@@ -218,12 +238,23 @@ def _prepare_reference(volume: np.ndarray) -> tuple[np.ndarray, Geometry]:
     crop = volume[z0:z1, y0:y1, x0:x1]
     pad = _square_pad(y1 - y0, x1 - x0)
     crop = np.pad(crop, ((0, 0), pad[:2], pad[2:], (0, 0)))
-    crop = resize(crop, (crop.shape[0], 256, 256, 3), order=2, mode="constant", cval=0,
-                  anti_aliasing=False)
+    crop = resize(
+        crop, (crop.shape[0], 256, 256, 3), order=2, mode="constant", cval=0, anti_aliasing=False
+    )
     p10, p99 = np.percentile(crop, 10), np.percentile(crop, 99)
     crop = rescale_intensity(crop, in_range=(p10, p99))
     mean, std = crop.mean(axis=(0, 1, 2)), crop.std(axis=(0, 1, 2))
     crop = (crop - mean) / np.where(std > 0, std, 1.0)
-    geom = Geometry((z, h, w), int(z0), int(z1), int(y0), int(y1), int(x0), int(x1), pad, 256,
-                    extra={"recipe": "reference"})
+    geom = Geometry(
+        (z, h, w),
+        int(z0),
+        int(z1),
+        int(y0),
+        int(y1),
+        int(x0),
+        int(x1),
+        pad,
+        256,
+        extra={"recipe": "reference"},
+    )
     return np.ascontiguousarray(crop.transpose(0, 3, 1, 2), dtype=np.float32), geom

@@ -37,7 +37,11 @@ def lgg_meta(layer) -> dict | None:
 def is_tracked(layer) -> bool:
     """A Labels layer of an LGG patient whose slices can be reviewed."""
     lgg = lgg_meta(layer)
-    return bool(lgg) and lgg.get("role") in TRACKED_ROLES and hasattr(getattr(layer, "events", None), "paint")
+    return (
+        bool(lgg)
+        and lgg.get("role") in TRACKED_ROLES
+        and hasattr(getattr(layer, "events", None), "paint")
+    )
 
 
 def reviewed_slices(layer) -> list[int]:
@@ -50,7 +54,9 @@ def mark_reviewed(layer, slices: Iterable[int]) -> list[int]:
     ones that were new."""
     lgg = lgg_meta(layer)
     if lgg is None:
-        raise ValueError(f"layer '{getattr(layer, 'name', layer)}' is not an LGG patient's mask (no 'lggseg' metadata)")
+        raise ValueError(
+            f"layer '{getattr(layer, 'name', layer)}' is not an LGG patient's mask (no 'lggseg' metadata)"
+        )
     n = int(np.shape(layer.data)[0])
     before = set(reviewed_slices(layer))
     wanted = {int(z) for z in slices if 0 <= int(z) < n}
@@ -158,7 +164,7 @@ class ReviewTracker:
         self._notify(layer)
 
     def mark(self, layer, slices: Iterable[int]) -> list[int]:
-        """"Mark slice reviewed": the person checked these slices without changing them."""
+        """ "Mark slice reviewed": the person checked these slices without changing them."""
         new = mark_reviewed(layer, slices)
         if new:
             self._notify(layer)
@@ -169,8 +175,10 @@ class ReviewTracker:
         try:
             ref = weakref.WeakMethod(callback)
         except TypeError:  # a function or a builtin's method: held strongly
+
             def ref():
                 return callback
+
         self._listeners.append(ref)
 
     def disconnect(self, callback: Callable) -> None:
@@ -186,7 +194,7 @@ class ReviewTracker:
         self._listeners = alive
 
 
-_TRACKERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_TRACKERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def tracker_for(viewer) -> ReviewTracker:

@@ -24,11 +24,18 @@ def _smooth_field(rng: np.random.Generator, z, y, x, n_waves: int, max_freq: flo
     out = np.zeros(np.broadcast_shapes(z.shape, y.shape, x.shape), np.float32)
     for _ in range(n_waves):
         fz, fy, fx = rng.uniform(-max_freq, max_freq, 3)
-        out += np.cos(np.float32(fz) * z + np.float32(fy) * y + np.float32(fx) * x + np.float32(rng.uniform(0, 2 * np.pi)))
+        out += np.cos(
+            np.float32(fz) * z
+            + np.float32(fy) * y
+            + np.float32(fx) * x
+            + np.float32(rng.uniform(0, 2 * np.pi))
+        )
     return out / np.sqrt(n_waves / 2)
 
 
-def make_synthetic_patient(seed: int = 0, n_slices: int = 24, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def make_synthetic_patient(
+    seed: int = 0, n_slices: int = 24, size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(image, mask)``: image (Z, H, W, 3) uint8 in the dataset's channel order
     (pre-contrast, FLAIR, post-contrast), mask (Z, H, W) uint8 0/1 marking the FLAIR lesion.
 

@@ -23,9 +23,9 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -36,7 +36,6 @@ from . import lgg_io, metrics
 from .devices import autocast, is_cancelled, resolve_device
 from .lgg_io import SEQUENCES
 from .preprocess import Geometry, Recipe, prepare, prepare_mask, restore
-
 
 # --------------------------------------------------------------------------- data
 
@@ -64,8 +63,10 @@ def volumes_from_path(path: str | os.PathLike) -> list[TrainVolume]:
         c = lgg_io.read_corrections(path)
         p = lgg_io.read_patient(c.source_folder, masks=False)
         if p.image.shape[:3] != c.mask.shape:
-            raise lgg_io.LGGFormatError(f"{path}: corrected mask {c.mask.shape} does not match "
-                                        f"its images {p.image.shape[:3]} in {c.source_folder}")
+            raise lgg_io.LGGFormatError(
+                f"{path}: corrected mask {c.mask.shape} does not match "
+                f"its images {p.image.shape[:3]} in {c.source_folder}"
+            )
         labelled = None
         if not c.whole_volume_reviewed:
             labelled = np.zeros(c.mask.shape[0], bool)
@@ -74,11 +75,15 @@ def volumes_from_path(path: str | os.PathLike) -> list[TrainVolume]:
     if lgg_io.is_patient_folder(path):
         p = lgg_io.read_patient(path)
         if p.mask is None:
-            raise lgg_io.LGGFormatError(f"{path}: no masks to learn from (no {p.patient_id}_<n>_mask.tif)")
+            raise lgg_io.LGGFormatError(
+                f"{path}: no masks to learn from (no {p.patient_id}_<n>_mask.tif)"
+            )
         return [TrainVolume(p.patient_id, p.image, p.mask)]
     if lgg_io.is_patient_root(path):
         return [v for f in lgg_io.list_patients(path) for v in volumes_from_path(f)]
-    raise lgg_io.LGGFormatError(f"{path}: not a patient folder, corrections folder or folder of patients")
+    raise lgg_io.LGGFormatError(
+        f"{path}: not a patient folder, corrections folder or folder of patients"
+    )
 
 
 def load_volumes(paths, patients: set[str] | None = None) -> list[TrainVolume]:
@@ -115,8 +120,9 @@ def split_patients(ids, val_fraction: float = 0.15, seed: int = 0) -> tuple[list
         alloc = {g: (1 if g in several else 0) for g in groups}
         for _ in range(n_val - sum(alloc.values())):
             # the group furthest below its share that can still spare a patient for validation
-            spare = [g for g in groups if alloc[g] < len(groups[g]) - 1] or \
-                    [g for g in groups if alloc[g] < len(groups[g])]
+            spare = [g for g in groups if alloc[g] < len(groups[g]) - 1] or [
+                g for g in groups if alloc[g] < len(groups[g])
+            ]
             g = max(sorted(spare), key=lambda g: len(groups[g]) * val_fraction - alloc[g])
             alloc[g] += 1
         val = [p for g in sorted(groups) for p in shuffled[g][: alloc[g]]]
@@ -144,16 +150,32 @@ def _prepare_all(volumes: list[TrainVolume], recipe: Recipe) -> list[_Prepared]:
         y = prepare_mask(v.mask, geom)
         labelled = v.labelled_slices
         grid = labelled[(labelled >= geom.z0) & (labelled < geom.z1)] - geom.z0
-        out.append(_Prepared(v.patient_id, torch.from_numpy(x).half(), torch.from_numpy(y).half(),
-                             labelled, grid, geom, (np.asarray(v.mask) > 0)))
+        out.append(
+            _Prepared(
+                v.patient_id,
+                torch.from_numpy(x).half(),
+                torch.from_numpy(y).half(),
+                labelled,
+                grid,
+                geom,
+                (np.asarray(v.mask) > 0),
+            )
+        )
     return out
 
 
 # --------------------------------------------------------------------------- augmentation and loss
 
 
-def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, channels=SEQUENCES, substitute: float = 0.4,
-            rotate_deg: float = 10.0, scale: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+def augment(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    gen: torch.Generator,
+    channels=SEQUENCES,
+    substitute: float = 0.4,
+    rotate_deg: float = 10.0,
+    scale: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Flip left-right, small rotation/scale/shift, intensity jitter, and replace pre- and/or
     post-contrast by FLAIR (the LGG dataset's convention for a missing scan) for a fraction
     ``substitute`` of the batch, so models keep working when sequences are missing.
@@ -168,8 +190,10 @@ def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, channels=SEQ
         f = channels.index("FLAIR")
         r = torch.rand(b, generator=gen)
         both = r < substitute / 2
-        masks = {"pre-contrast": both | ((r >= substitute / 2) & (r < 3 * substitute / 4)),
-                 "post-contrast": both | ((r >= 3 * substitute / 4) & (r < substitute))}
+        masks = {
+            "pre-contrast": both | ((r >= substitute / 2) & (r < 3 * substitute / 4)),
+            "post-contrast": both | ((r >= 3 * substitute / 4) & (r < substitute)),
+        }
         for name, rows in masks.items():
             if name in channels:
                 c = channels.index(name)
@@ -180,13 +204,18 @@ def augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, channels=SEQ
     ang = (torch.rand(b, generator=gen) * 2 - 1) * math.radians(rotate_deg)
     s = 1 + (torch.rand(b, generator=gen) * 2 - 1) * scale
     t = (torch.rand(b, 2, generator=gen) * 2 - 1) * 0.05
-    theta = torch.stack([
-        torch.stack([torch.cos(ang) / s, -torch.sin(ang) / s, t[:, 0]], 1),
-        torch.stack([torch.sin(ang) / s, torch.cos(ang) / s, t[:, 1]], 1),
-    ], 1)
+    theta = torch.stack(
+        [
+            torch.stack([torch.cos(ang) / s, -torch.sin(ang) / s, t[:, 0]], 1),
+            torch.stack([torch.sin(ang) / s, torch.cos(ang) / s, t[:, 1]], 1),
+        ],
+        1,
+    )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    y = F.grid_sample(y[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0]
+    y = F.grid_sample(y[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[
+        :, 0
+    ]
     gain = 1 + (torch.rand(b, x.shape[1], 1, 1, generator=gen) * 2 - 1) * 0.1
     shift = (torch.rand(b, x.shape[1], 1, 1, generator=gen) * 2 - 1) * 0.1
     return x * gain + shift, y.clamp_(0, 1)
@@ -255,14 +284,26 @@ def fine_tune_config(n_volumes: int = 1, device: str = "auto", seed: int = 0) ->
     0.08 Dice on the patients of other institutions (forgetting); 1e-4 stayed within 0.01
     (``training/compare_rounds.py`` → training/ROUNDS.md).
     """
-    return TrainConfig(epochs=3, steps_per_epoch=10, minutes=0.85, batch_size=16, lr=1e-4, warmup_steps=5,
-                       freeze_bn=n_volumes <= 8, patience=None, seed=seed, device=device)
+    return TrainConfig(
+        epochs=3,
+        steps_per_epoch=10,
+        minutes=0.85,
+        batch_size=16,
+        lr=1e-4,
+        warmup_steps=5,
+        freeze_bn=n_volumes <= 8,
+        patience=None,
+        seed=seed,
+        device=device,
+    )
 
 
 @dataclass
 class TrainResult:
     state_dict: dict  # the best (or last, without validation) weights, on the CPU
-    history: list[dict] = field(default_factory=list)  # one row per epoch (epoch 0: before training)
+    history: list[dict] = field(
+        default_factory=list
+    )  # one row per epoch (epoch 0: before training)
     best_epoch: int = 0
     best_val_dice: float | None = None
     val_per_patient: dict = field(default_factory=dict)
@@ -303,13 +344,21 @@ def _shared_clock(elapsed: float, cancelled: bool, world: int, device) -> tuple[
 
 
 def _snapshot(model: nn.Module, device: torch.device | None = None) -> dict:
-    return {k: t.detach().to(device, copy=True) if device else t.detach().clone()
-            for k, t in model.state_dict().items()}
+    return {
+        k: t.detach().to(device, copy=True) if device else t.detach().clone()
+        for k, t in model.state_dict().items()
+    }
 
 
 @torch.inference_mode()
-def evaluate_prepared(model: nn.Module, data: list[_Prepared], device, threshold=0.5, postprocess="min-size",
-                      batch_size: int = 32) -> dict[str, float]:
+def evaluate_prepared(
+    model: nn.Module,
+    data: list[_Prepared],
+    device,
+    threshold=0.5,
+    postprocess="min-size",
+    batch_size: int = 32,
+) -> dict[str, float]:
     """Per-volume Dice on the original slices (our protocol), labelled slices only."""
     was_training = model.training
     model.eval()
@@ -317,7 +366,7 @@ def evaluate_prepared(model: nn.Module, data: list[_Prepared], device, threshold
     for d in data:
         probs = []
         for i in range(0, d.x.shape[0], batch_size):
-            xb = d.x[i:i + batch_size].float().to(device)
+            xb = d.x[i : i + batch_size].float().to(device)
             if device.type == "cpu":
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with autocast(device):
@@ -329,8 +378,14 @@ def evaluate_prepared(model: nn.Module, data: list[_Prepared], device, threshold
     return out
 
 
-def save_checkpoint(path: Path, model: nn.Module, opt, state: dict, best_state: dict | None,
-                    extra: dict | None = None) -> None:
+def save_checkpoint(
+    path: Path,
+    model: nn.Module,
+    opt,
+    state: dict,
+    best_state: dict | None,
+    extra: dict | None = None,
+) -> None:
     """Model, optimizer, loop state (and ``extra`` tensors, e.g. a random generator's state) as
     safetensors + JSON (no pickle), written atomically."""
     from safetensors.torch import save_file
@@ -342,16 +397,23 @@ def save_checkpoint(path: Path, model: nn.Module, opt, state: dict, best_state: 
     opt_sd = opt.state_dict()
     for pid, st in opt_sd["state"].items():
         for k, v in st.items():
-            tensors[f"opt.{pid}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
+            tensors[f"opt.{pid}.{k}"] = (
+                (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
+            )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"state": json.dumps(state),
-                                           "param_groups": json.dumps(opt_sd["param_groups"])})
+    save_file(
+        tensors,
+        str(tmp),
+        metadata={"state": json.dumps(state), "param_groups": json.dumps(opt_sd["param_groups"])},
+    )
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, model: nn.Module, opt, extra: dict | None = None) -> tuple[dict, dict | None]:
+def load_checkpoint(
+    path: Path, model: nn.Module, opt, extra: dict | None = None
+) -> tuple[dict, dict | None]:
     """Restore ``model`` and ``opt`` in place; return (loop state, best weights or None).
     ``extra``, when given, is filled with the checkpoint's extra tensors."""
     from safetensors import safe_open
@@ -359,11 +421,13 @@ def load_checkpoint(path: Path, model: nn.Module, opt, extra: dict | None = None
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
     except Exception as exc:  # safetensors raises its own error types
         raise ValueError(f"{path}: not a readable training checkpoint ({exc})") from exc
     if "state" not in meta or "param_groups" not in meta:
-        raise ValueError(f"{path}: not a training checkpoint (no loop state inside; is it a model's weights?)")
+        raise ValueError(
+            f"{path}: not a training checkpoint (no loop state inside; is it a model's weights?)"
+        )
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
     if extra is not None:
@@ -418,28 +482,49 @@ def train(
     val_data = _prepare_all(val_volumes, recipe) if val_volumes else []
     pool = [(i, int(z)) for i, d in enumerate(train_data) for z in d.grid]
     if not pool:
-        raise ValueError("no labelled slices to train on (mark slices as reviewed, or give expert masks)")
+        raise ValueError(
+            "no labelled slices to train on (mark slices as reviewed, or give expert masks)"
+        )
     tumour_pool = [(i, z) for i, z in pool if float(train_data[i].y[z].sum()) > 0]
     spe = cfg.steps_per_epoch or int(min(200, max(10, math.ceil(len(pool) / cfg.batch_size))))
     total_steps = cfg.epochs * spe if cfg.epochs else None
-    freeze_bn = cfg.freeze_bn if cfg.freeze_bn is not None else (fine_tune and len(train_volumes) <= 8)
+    freeze_bn = (
+        cfg.freeze_bn if cfg.freeze_bn is not None else (fine_tune and len(train_volumes) <= 8)
+    )
 
     model.to(device)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     net = model
     if world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and not torch.cuda.is_bf16_supported() else None
+    scaler = (
+        torch.amp.GradScaler("cuda")
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported()
+        else None
+    )
 
     n_hand = sum(len(d.grid) for d, v in zip(train_data, train_volumes) if v.source != "expert")
-    summary = {"patients": sorted({v.patient_id for v in train_volumes}),
-               "val_patients": sorted({v.patient_id for v in (val_volumes or [])}),
-               "slices": len(pool), "tumour_slices": len(tumour_pool), "slices_corrected_by_hand": n_hand,
-               "volumes": len(train_volumes)}
-    state = {"step": 0, "epoch": 0, "elapsed": 0.0, "history": [], "best_epoch": 0, "best_val": None,
-             "since_best": 0}
+    summary = {
+        "patients": sorted({v.patient_id for v in train_volumes}),
+        "val_patients": sorted({v.patient_id for v in (val_volumes or [])}),
+        "slices": len(pool),
+        "tumour_slices": len(tumour_pool),
+        "slices_corrected_by_hand": n_hand,
+        "volumes": len(train_volumes),
+    }
+    state = {
+        "step": 0,
+        "epoch": 0,
+        "elapsed": 0.0,
+        "history": [],
+        "best_epoch": 0,
+        "best_val": None,
+        "since_best": 0,
+    }
     best_state = None
     if resume:
         extra: dict = {}
@@ -463,7 +548,9 @@ def train(
 
     if not state["history"]:
         v, per = validate()
-        state["history"].append({"epoch": 0, "step": 0, "loss": None, "val_dice": v, "seconds": 0.0})
+        state["history"].append(
+            {"epoch": 0, "step": 0, "loss": None, "val_dice": v, "seconds": 0.0}
+        )
         state["best_val"] = v
         state["best_per"] = per
         best_state = _snapshot(model, torch.device("cpu"))
@@ -479,7 +566,9 @@ def train(
             _bn_eval(model)
         losses = []
         for _ in range(spe):
-            elapsed, cancelled = _shared_clock(time.perf_counter() - t_start, is_cancelled(cancel), world, device)
+            elapsed, cancelled = _shared_clock(
+                time.perf_counter() - t_start, is_cancelled(cancel), world, device
+            )
             if cancelled:
                 stopped = "cancelled"
                 break
@@ -488,13 +577,19 @@ def train(
                 break
             if total_steps and state["step"] >= total_steps:
                 break
-            frac = max(state["step"] / total_steps if total_steps else 0.0,
-                       elapsed / budget_s if budget_s else 0.0)
+            frac = max(
+                state["step"] / total_steps if total_steps else 0.0,
+                elapsed / budget_s if budget_s else 0.0,
+            )
             warm = min(1.0, (state["step"] + 1) / max(1, cfg.warmup_steps))
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
-            picks = [tumour_pool[rng.integers(len(tumour_pool))] if tumour_pool and rng.random() < cfg.tumour_fraction
-                     else pool[rng.integers(len(pool))] for _ in range(cfg.batch_size)]
+            picks = [
+                tumour_pool[rng.integers(len(tumour_pool))]
+                if tumour_pool and rng.random() < cfg.tumour_fraction
+                else pool[rng.integers(len(pool))]
+                for _ in range(cfg.batch_size)
+            ]
             xb = torch.stack([train_data[i].x[z] for i, z in picks]).float()
             yb = torch.stack([train_data[i].y[z] for i, z in picks]).float()
             if cfg.augment:
@@ -508,8 +603,10 @@ def train(
                 logits = net(xb)
             loss = seg_loss(logits, yb, cfg.loss)
             if _any_rank(not bool(torch.isfinite(loss)), world, device):
-                stopped = (f"non-finite loss ({loss.item()}) at step {state['step'] + 1}: stopped, "
-                           f"kept the weights of step {state['step']}")
+                stopped = (
+                    f"non-finite loss ({loss.item()}) at step {state['step'] + 1}: stopped, "
+                    f"kept the weights of step {state['step']}"
+                )
                 model.load_state_dict(last_good)
                 break
             opt.zero_grad(set_to_none=True)
@@ -519,17 +616,30 @@ def train(
                 scaler.update()
             else:
                 loss.backward()
-                gnorm = torch.nn.utils.get_total_norm([q.grad for q in model.parameters() if q.grad is not None])
+                gnorm = torch.nn.utils.get_total_norm(
+                    [q.grad for q in model.parameters() if q.grad is not None]
+                )
                 if _any_rank(not bool(torch.isfinite(gnorm)), world, device):
-                    stopped = (f"non-finite gradients at step {state['step'] + 1}: stopped, "
-                               f"kept the weights of step {state['step']}")
+                    stopped = (
+                        f"non-finite gradients at step {state['step'] + 1}: stopped, "
+                        f"kept the weights of step {state['step']}"
+                    )
                     model.load_state_dict(last_good)
                     break
                 opt.step()
             state["step"] += 1
             losses.append(float(loss.item()))
-            emit({"kind": "step", "epoch": epoch, "step": state["step"], "loss": losses[-1],
-                  "steps_per_epoch": spe, "total_steps": total_steps, "fraction": frac})
+            emit(
+                {
+                    "kind": "step",
+                    "epoch": epoch,
+                    "step": state["step"],
+                    "loss": losses[-1],
+                    "steps_per_epoch": spe,
+                    "total_steps": total_steps,
+                    "fraction": frac,
+                }
+            )
         if world > 1:  # each rank's last forward moved its own BatchNorm statistics: take rank 0's
             for b in model.buffers():
                 torch.distributed.broadcast(b, 0)
@@ -537,11 +647,19 @@ def train(
             break
         state["epoch"] = epoch
         state["elapsed"] = time.perf_counter() - t_start
-        do_val = stopped != "cancelled" and (epoch % cfg.val_every == 0 or stopped != "finished"
-                                              or (total_steps is not None and state["step"] >= total_steps))
+        do_val = stopped != "cancelled" and (
+            epoch % cfg.val_every == 0
+            or stopped != "finished"
+            or (total_steps is not None and state["step"] >= total_steps)
+        )
         v, per = validate() if do_val else (None, {})
-        row = {"epoch": epoch, "step": state["step"], "loss": float(np.mean(losses)), "val_dice": v,
-               "seconds": round(state["elapsed"], 1)}
+        row = {
+            "epoch": epoch,
+            "step": state["step"],
+            "loss": float(np.mean(losses)),
+            "val_dice": v,
+            "seconds": round(state["elapsed"], 1),
+        }
         state["history"].append(row)
         improved = v is not None and (state["best_val"] is None or v > state["best_val"])
         if improved or not val_data:
@@ -550,10 +668,14 @@ def train(
             best_state = _snapshot(model, torch.device("cpu"))
         elif v is not None:
             state["since_best"] += 1
-        emit({"kind": "epoch", **row, "best_val_dice": state["best_val"], "total_epochs": cfg.epochs})
+        emit(
+            {"kind": "epoch", **row, "best_val_dice": state["best_val"], "total_epochs": cfg.epochs}
+        )
         if checkpoint and rank == 0:
             state["rng"] = rng.bit_generator.state
-            save_checkpoint(Path(checkpoint), model, opt, state, best_state, extra={"gen": gen.get_state()})
+            save_checkpoint(
+                Path(checkpoint), model, opt, state, best_state, extra={"gen": gen.get_state()}
+            )
         if stopped != "finished":
             break
         if cfg.patience and state["since_best"] >= cfg.patience:
@@ -563,9 +685,15 @@ def train(
             break
     _dump_weight_hash(model, best_state, rank)
     return TrainResult(
-        state_dict=best_state, history=state["history"], best_epoch=state["best_epoch"],
-        best_val_dice=state["best_val"], val_per_patient=state.get("best_per", {}), steps=state["step"],
-        seconds=time.perf_counter() - t_start, stopped=stopped, data_summary=summary,
+        state_dict=best_state,
+        history=state["history"],
+        best_epoch=state["best_epoch"],
+        best_val_dice=state["best_val"],
+        val_per_patient=state.get("best_per", {}),
+        steps=state["step"],
+        seconds=time.perf_counter() - t_start,
+        stopped=stopped,
+        data_summary=summary,
     )
 
 
@@ -586,46 +714,74 @@ def _dump_weight_hash(model: nn.Module, best_state: dict, rank: int) -> None:
     path = os.environ.get("LGGSEG_DUMP_WEIGHT_HASH")
     if path:
         Path(f"{path}.rank{rank}").write_text(
-            json.dumps({"final": state_dict_hash(model.state_dict()),
-                        "returned": state_dict_hash(best_state) if best_state is not None else None}))
+            json.dumps(
+                {
+                    "final": state_dict_hash(model.state_dict()),
+                    "returned": state_dict_hash(best_state) if best_state is not None else None,
+                }
+            )
+        )
 
 
-def model_card(recipe: Recipe, width: int, result: TrainResult, cfg: TrainConfig, parent: str | None,
-               intended_use: str = "research segmentation of LGG FLAIR abnormality; not for diagnosis",
-               **extra) -> dict:
+def model_card(
+    recipe: Recipe,
+    width: int,
+    result: TrainResult,
+    cfg: TrainConfig,
+    parent: str | None,
+    intended_use: str = "research segmentation of LGG FLAIR abnormality; not for diagnosis",
+    **extra,
+) -> dict:
     """The card saved beside trained weights."""
     return {
-        "architecture": {"name": "unet-buda2019", "width": width, "in_channels": recipe.in_channels,
-                         "out_channels": 1},
-        "inputs": {"sequences": list(recipe.channels), "context_slices": recipe.context,
-                   "missing_sequences": "trained with pre/post-contrast replaced by FLAIR for "
-                                        f"{cfg.substitute:.0%} of samples" if cfg.substitute and len(recipe.channels) == 3 else ""},
+        "architecture": {
+            "name": "unet-buda2019",
+            "width": width,
+            "in_channels": recipe.in_channels,
+            "out_channels": 1,
+        },
+        "inputs": {
+            "sequences": list(recipe.channels),
+            "context_slices": recipe.context,
+            "missing_sequences": "trained with pre/post-contrast replaced by FLAIR for "
+            f"{cfg.substitute:.0%} of samples"
+            if cfg.substitute and len(recipe.channels) == 3
+            else "",
+        },
         "preprocessing": recipe.to_dict(),
         "postprocessing": {"threshold": cfg.threshold, "method": cfg.postprocess},
         "parent": parent,
         "training_data": result.data_summary,
-        "metrics": {"val_mean_dice": result.best_val_dice,
-                    "val_median_dice": float(np.median(list(result.val_per_patient.values())))
-                    if result.val_per_patient else None,
-                    "val_per_patient": result.val_per_patient, "best_epoch": result.best_epoch,
-                    "protocol": "per-volume Dice, threshold 0.5, post-processing as above, every "
-                                "original slice at original resolution"},
+        "metrics": {
+            "val_mean_dice": result.best_val_dice,
+            "val_median_dice": float(np.median(list(result.val_per_patient.values())))
+            if result.val_per_patient
+            else None,
+            "val_per_patient": result.val_per_patient,
+            "best_epoch": result.best_epoch,
+            "protocol": "per-volume Dice, threshold 0.5, post-processing as above, every "
+            "original slice at original resolution",
+        },
         "history": result.history,
         "hyperparameters": cfg.to_dict(),
-        "training": {"steps": result.steps, "seconds": round(result.seconds, 1), "stopped": result.stopped,
-                     "torch": torch.__version__},
+        "training": {
+            "steps": result.steps,
+            "seconds": round(result.seconds, 1),
+            "stopped": result.stopped,
+            "torch": torch.__version__,
+        },
         "intended_use": intended_use,
         "data_licence": "trained on the LGG Segmentation Dataset (TCGA-LGG, Buda et al. 2019), "
-                        "CC BY-NC-SA 4.0: non-commercial research use",
+        "CC BY-NC-SA 4.0: non-commercial research use",
         **extra,
     }
 
 
 def main(argv=None) -> int:
     """``python -m napari_lggseg.training`` (e.g. under torchrun) = ``lggseg train``."""
-    from .cli import main as cli_main
-
     import sys
+
+    from .cli import main as cli_main
 
     return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
 

@@ -21,8 +21,9 @@ def slice_uncertainty(prob: np.ndarray, prob_flipped: np.ndarray | None = None) 
     return score
 
 
-def slices_to_review(prob: np.ndarray, n: int = 8, min_score: float = 5.0,
-                     prob_flipped: np.ndarray | None = None) -> list[tuple[int, float]]:
+def slices_to_review(
+    prob: np.ndarray, n: int = 8, min_score: float = 5.0, prob_flipped: np.ndarray | None = None
+) -> list[tuple[int, float]]:
     """The ``n`` most uncertain slices as (0-based index, score), most uncertain first; slices
     scoring below ``min_score`` expected error voxels are left out."""
     score = slice_uncertainty(prob, prob_flipped)

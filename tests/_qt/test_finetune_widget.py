@@ -7,8 +7,7 @@ import threading
 
 import numpy as np
 import pytest
-from qtpy.QtCore import QThreadPool, Qt
-from tiny_model import tiny_model_store  # noqa: F401
+from qtpy.QtCore import Qt, QThreadPool
 
 from napari_lggseg import models, training
 from napari_lggseg.synthetic import SYNTH_PATIENT_ID
@@ -56,7 +55,7 @@ def _corrected_viewer(make_napari_viewer, qtbot, model):
     qtbot.waitUntil(lambda: not seg.is_running, timeout=TIMEOUT)
     pred = seg.result_layer(SYNTH_PATIENT_ID)
     mask = np.asarray(pred.data) > 0
-    painted = [int(z) for z in np.flatnonzero(mask.any(axis=(1, 2)))[1:1 + N_PAINTED]]
+    painted = [int(z) for z in np.flatnonzero(mask.any(axis=(1, 2)))[1 : 1 + N_PAINTED]]
     pred.brush_size = 5
     for z in painted:
         ys, xs = np.nonzero(mask[z])
@@ -94,7 +93,9 @@ def test_finetune_from_painted_corrections(make_napari_viewer, qtbot, store, tin
     assert ft.plot_points() == {"loss": 2, "dice": 2}
     assert list(ft.loss_line.get_xdata()) == [1, 2]
     assert ft.dice_line.get_label() == "Dice on corrected slices"
-    assert "slices it learned from" in ft.status.text()  # a rising curve here says nothing of other patients
+    assert (
+        "slices it learned from" in ft.status.text()
+    )  # a rising curve here says nothing of other patients
 
     # selected in Segment tumour, and one click segments the patient with it
     assert seg.model_name == "tiny-corrected"
@@ -134,7 +135,9 @@ def test_cancel_saves_nothing(make_napari_viewer, qtbot, store, tiny_model_store
     assert not ft.segment_button.isEnabled() and ft.run_button.isEnabled()
 
 
-def test_closing_the_viewer_mid_run(make_napari_viewer, qtbot, store, tiny_model_store, held_training):
+def test_closing_the_viewer_mid_run(
+    make_napari_viewer, qtbot, store, tiny_model_store, held_training
+):
     reached, release = held_training
     viewer, seg, ft, pred, painted = _corrected_viewer(make_napari_viewer, qtbot, tiny_model_store)
     before = sorted(p.name for p in store.iterdir())
@@ -142,7 +145,9 @@ def test_closing_the_viewer_mid_run(make_napari_viewer, qtbot, store, tiny_model
     qtbot.waitUntil(reached.is_set, timeout=TIMEOUT)
     state = ft._life.state
     viewer.close()
-    qtbot.waitUntil(lambda: state.closed and state.cancel.is_set(), timeout=TIMEOUT)  # the close cancelled it
+    qtbot.waitUntil(
+        lambda: state.closed and state.cancel.is_set(), timeout=TIMEOUT
+    )  # the close cancelled it
     release.set()
     assert QThreadPool.globalInstance().waitForDone(TIMEOUT)
     qtbot.wait(50)  # deliver the worker's last signals: nothing may be touched or raised

@@ -25,7 +25,13 @@ def _expected_names(pid: str, mask: bool = True) -> list[str]:
 def _check_patient_layers(viewer, folder: Path, pid: str | None = None) -> None:
     """The layers the reader must make, checked against tifffile's own reading of the slices."""
     pid = pid or folder.name
-    n = len([p for p in folder.iterdir() if p.name.endswith(".tif") and not p.name.endswith("_mask.tif")])
+    n = len(
+        [
+            p
+            for p in folder.iterdir()
+            if p.name.endswith(".tif") and not p.name.endswith("_mask.tif")
+        ]
+    )
     assert [layer.name for layer in viewer.layers] == _expected_names(pid)
     image = np.stack([tifffile.imread(folder / f"{pid}_{i}.tif") for i in range(1, n + 1)])
     mask = np.stack([tifffile.imread(folder / f"{pid}_{i}_mask.tif") for i in range(1, n + 1)]) > 0
@@ -133,7 +139,9 @@ def test_open_root_opens_its_first_patient(make_napari_viewer, make_lgg_patient,
     make_lgg_patient(name="TCGA_BB_0002_20000101", n=3)
     first = make_lgg_patient(name="TCGA_AA_0001_20000101", n=4)
     viewer = make_napari_viewer()
-    with pytest.warns(UserWarning, match="holds 2 patients; opened the first, TCGA_AA_0001_20000101"):
+    with pytest.warns(
+        UserWarning, match="holds 2 patients; opened the first, TCGA_AA_0001_20000101"
+    ):
         viewer.open(tmp_path / "data", plugin=PLUGIN)
     _check_patient_layers(viewer, first)
 
@@ -247,7 +255,10 @@ def test_sample_data(make_napari_viewer):
     assert flair.metadata["lggseg"]["missing_sequences"] == []
     assert 3 <= mask.any(axis=(1, 2)).sum() < 24
     # the lesion is FLAIR-bright
-    assert np.asarray(flair.data)[mask > 0].mean() > np.asarray(flair.data)[(mask == 0) & (flair.data > 30)].mean() + 50
+    assert (
+        np.asarray(flair.data)[mask > 0].mean()
+        > np.asarray(flair.data)[(mask == 0) & (flair.data > 30)].mean() + 50
+    )
     # and cannot be saved as corrections: it has no image folder
     viewer.layers.selection = {viewer.layers[-1]}
     with pytest.raises(LGGWriteError, match="no patient image folder"):

@@ -9,7 +9,6 @@ import threading
 
 import pytest
 from qtpy.QtCore import Qt
-from tiny_model import tiny_model_store  # noqa: F401
 
 from napari_lggseg import uncertainty
 from napari_lggseg.synthetic import SYNTH_PATIENT_ID
@@ -55,10 +54,14 @@ def _segmented(make_napari_viewer, qtbot, model):
     return viewer, widget, widget.result_layer(SYNTH_PATIENT_ID)
 
 
-def test_review_list_ranks_goes_to_and_ticks_slices(make_napari_viewer, qtbot, tiny_model_store, ranking_threads):
+def test_review_list_ranks_goes_to_and_ticks_slices(
+    make_napari_viewer, qtbot, tiny_model_store, ranking_threads
+):
     viewer, widget, pred = _segmented(make_napari_viewer, qtbot, tiny_model_store)
     assert pred is not None
-    assert ranking_threads and threading.main_thread() not in ranking_threads  # ranked in the worker
+    assert (
+        ranking_threads and threading.main_thread() not in ranking_threads
+    )  # ranked in the worker
 
     entries = _entries(widget)
     ranked = widget.review_slices()

@@ -6,8 +6,7 @@ import threading
 
 import numpy as np
 import pytest
-from qtpy.QtCore import QTimer, Qt
-from tiny_model import tiny_model_store  # noqa: F401
+from qtpy.QtCore import Qt, QTimer
 
 from napari_lggseg import inference
 from napari_lggseg.metrics import dice
@@ -75,7 +74,9 @@ def _add_other_patient(viewer, pid="SYNTH_OTHER_0002"):
 
 
 def _predictions(viewer):
-    return [lyr for lyr in viewer.layers if lyr.metadata.get("lggseg", {}).get("role") == "prediction"]
+    return [
+        lyr for lyr in viewer.layers if lyr.metadata.get("lggseg", {}).get("role") == "prediction"
+    ]
 
 
 def _wait_done(qtbot, widget):
@@ -87,13 +88,19 @@ def test_widgets_package_imports_neither_qt_nor_torch():
     import subprocess
     import sys
 
-    code = ("import sys, napari_lggseg._widgets as w; from napari_lggseg._widgets import _segment, _finetune; "
-            "print(sorted(m for m in ('torch', 'matplotlib', 'napari_lggseg.inference') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    code = (
+        "import sys, napari_lggseg._widgets as w; from napari_lggseg._widgets import _segment, _finetune; "
+        "print(sorted(m for m in ('torch', 'matplotlib', 'napari_lggseg.inference') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[]"
 
 
-def test_segment_sample_then_rethreshold_without_rerun(make_napari_viewer, qtbot, tiny_model_store, count_segment):
+def test_segment_sample_then_rethreshold_without_rerun(
+    make_napari_viewer, qtbot, tiny_model_store, count_segment
+):
     viewer, widget = _open(make_napari_viewer, tiny_model_store)
     assert widget.patient_id == SYNTH_PATIENT_ID
     qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)
@@ -103,7 +110,11 @@ def test_segment_sample_then_rethreshold_without_rerun(make_napari_viewer, qtbot
     meta = pred.metadata["lggseg"]
     assert pred.name == f"{SYNTH_PATIENT_ID} prediction"
     assert meta["patient_id"] == SYNTH_PATIENT_ID and meta["model"] == tiny_model_store
-    assert meta["reviewed_slices"] == [] and meta["folder"] is None and len(meta["slice_files"]) == pred.data.shape[0]
+    assert (
+        meta["reviewed_slices"] == []
+        and meta["folder"] is None
+        and len(meta["slice_files"]) == pred.data.shape[0]
+    )
     truth = np.asarray(viewer.layers[f"{SYNTH_PATIENT_ID} ground truth"].data) > 0
     assert pred.data.shape == truth.shape and pred.data.dtype == np.uint8
     d = dice(np.asarray(pred.data) > 0, truth)
@@ -118,8 +129,12 @@ def test_segment_sample_then_rethreshold_without_rerun(make_napari_viewer, qtbot
     after = np.asarray(pred.data)
     assert count_segment == [1]  # no second run of the network
     assert _predictions(viewer) == [pred]
-    assert after.sum() < before.sum() and not (after & ~before).any()  # a higher threshold only removes
-    assert pred.metadata["lggseg"]["reviewed_slices"] == [] and not pred.metadata["lggseg"].get("edited")
+    assert (
+        after.sum() < before.sum() and not (after & ~before).any()
+    )  # a higher threshold only removes
+    assert pred.metadata["lggseg"]["reviewed_slices"] == [] and not pred.metadata["lggseg"].get(
+        "edited"
+    )
 
     widget.spacing_check.setChecked(True)
     for box, v in zip(widget.spacing, (2.0, 0.5, 0.5)):
@@ -128,7 +143,9 @@ def test_segment_sample_then_rethreshold_without_rerun(make_napari_viewer, qtbot
     assert f"{ml:.2f} mL" in widget.volume_label.text()
 
 
-def test_result_stays_with_the_patient_the_run_started_on(make_napari_viewer, qtbot, tiny_model_store, gate):
+def test_result_stays_with_the_patient_the_run_started_on(
+    make_napari_viewer, qtbot, tiny_model_store, gate
+):
     viewer, widget = _open(make_napari_viewer, tiny_model_store)
     other = _add_other_patient(viewer)
     widget.set_patient(SYNTH_PATIENT_ID)
@@ -145,12 +162,18 @@ def test_result_stays_with_the_patient_the_run_started_on(make_napari_viewer, qt
     assert pred.name == f"{SYNTH_PATIENT_ID} prediction"
     assert pred.data.shape == viewer.layers[f"{SYNTH_PATIENT_ID} FLAIR"].data.shape
     assert widget.result_layer(SYNTH_PATIENT_ID) is pred and widget.result_layer(other) is None
-    assert widget.patient_id == other  # the widget stays on the person's new choice for the next run
-    assert viewer.layers.selection.active is viewer.layers[f"{other} FLAIR"]  # their layer stays active
+    assert (
+        widget.patient_id == other
+    )  # the widget stays on the person's new choice for the next run
+    assert (
+        viewer.layers.selection.active is viewer.layers[f"{other} FLAIR"]
+    )  # their layer stays active
     assert SYNTH_PATIENT_ID in widget.status.text()
 
 
-def test_patient_closed_mid_run_still_gets_its_prediction(make_napari_viewer, qtbot, tiny_model_store, gate):
+def test_patient_closed_mid_run_still_gets_its_prediction(
+    make_napari_viewer, qtbot, tiny_model_store, gate
+):
     viewer, widget = _open(make_napari_viewer, tiny_model_store)
     shape = viewer.layers[f"{SYNTH_PATIENT_ID} FLAIR"].data.shape
     assert widget.run()
@@ -164,7 +187,9 @@ def test_patient_closed_mid_run_still_gets_its_prediction(make_napari_viewer, qt
     assert "images were closed during the run" in widget.status.text()
 
 
-def test_cancel_stops_within_a_batch_and_leaves_the_viewer_alone(make_napari_viewer, qtbot, tiny_model_store, gate):
+def test_cancel_stops_within_a_batch_and_leaves_the_viewer_alone(
+    make_napari_viewer, qtbot, tiny_model_store, gate
+):
     viewer, widget = _open(make_napari_viewer, tiny_model_store)
     names = [lyr.name for lyr in viewer.layers]
     assert widget.run()
@@ -216,7 +241,10 @@ def test_edits_are_reviewed_and_never_overwritten(make_napari_viewer, qtbot, tin
     assert first is pred and second.name == f"{SYNTH_PATIENT_ID} prediction 2"
     np.testing.assert_array_equal(np.asarray(pred.data), edited)
     assert pred.metadata["lggseg"]["reviewed_slices"] == [3, 7]
-    assert second.metadata["lggseg"]["reviewed_slices"] == [] and "kept your edited" in widget.status.text()
+    assert (
+        second.metadata["lggseg"]["reviewed_slices"] == []
+        and "kept your edited" in widget.status.text()
+    )
 
     # an untouched prediction is simply updated on the next run
     assert widget.run()
@@ -224,7 +252,9 @@ def test_edits_are_reviewed_and_never_overwritten(make_napari_viewer, qtbot, tin
     assert len(_predictions(viewer)) == 2 and "updated" in widget.status.text()
 
 
-def test_reviewed_slices_reach_the_corrections_sidecar(make_napari_viewer, qtbot, tiny_model_store, make_lgg_patient, tmp_path):
+def test_reviewed_slices_reach_the_corrections_sidecar(
+    make_napari_viewer, qtbot, tiny_model_store, make_lgg_patient, tmp_path
+):
     from napari_lggseg.lgg_io import read_corrections
 
     folder = make_lgg_patient(n=10, size=64)

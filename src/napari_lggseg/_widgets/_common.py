@@ -110,7 +110,7 @@ def finish_task(viewer, task_id, status: str = "COMPLETED") -> None:
 
 # --------------------------------------------------------------------------- widget registry
 
-_SEGMENT: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_SEGMENT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def register_segment_widget(viewer, widget) -> None:

@@ -20,8 +20,8 @@ from __future__ import annotations
 import re
 
 import napari.viewer
-from napari.qt.threading import create_worker
 import numpy as np
+from napari.qt.threading import create_worker
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
@@ -69,13 +69,29 @@ def _finetune_job(train_vols, val_vols, validation, base, name, cfg, state, emit
         if not state.closed:
             emit(ev)
 
-    send({"kind": "stage", "text": f"fine-tuning {base} on {', '.join(v.patient_id for v in train_vols)}"})
+    send(
+        {
+            "kind": "stage",
+            "text": f"fine-tuning {base} on {', '.join(v.patient_id for v in train_vols)}",
+        }
+    )
     corrected = {v.patient_id: int(np.count_nonzero(v.labelled)) for v in train_vols}
-    extra = {"validation": validation, "corrected_slices": corrected,
-             "intended_use": "research segmentation of LGG FLAIR abnormality, fine-tuned on a user's "
-                             "corrections; not for diagnosis"}
-    info, result = fine_tune(base, train_vols, val_vols, cfg, name=name, progress=send, cancel=state.cancel,
-                             card_extra=extra)
+    extra = {
+        "validation": validation,
+        "corrected_slices": corrected,
+        "intended_use": "research segmentation of LGG FLAIR abnormality, fine-tuned on a user's "
+        "corrections; not for diagnosis",
+    }
+    info, result = fine_tune(
+        base,
+        train_vols,
+        val_vols,
+        cfg,
+        name=name,
+        progress=send,
+        cancel=state.cancel,
+        card_extra=extra,
+    )
     if info is None or state.cancel.is_set():
         return None
     return info, result
@@ -125,7 +141,9 @@ class FineTuneWidget(QWidget):
         form.addRow("Device", self.device_combo)
 
         row = QHBoxLayout()
-        self.budget_value = QDoubleSpinBox(objectName="budget", decimals=1, minimum=0.1, maximum=10000.0, value=1.0)
+        self.budget_value = QDoubleSpinBox(
+            objectName="budget", decimals=1, minimum=0.1, maximum=10000.0, value=1.0
+        )
         self.budget_unit = QComboBox(objectName="budget_unit")
         self.budget_unit.addItems(UNITS)
         self.budget_unit.currentIndexChanged.connect(self._describe_budget)
@@ -137,7 +155,9 @@ class FineTuneWidget(QWidget):
         form.addRow(self.budget_note)
 
         self.name_edit = QLineEdit(objectName="name")
-        self.name_edit.setToolTip("Letters, digits, '.', '_' or '-'; '-v2', '-v3'… is added if the name is taken")
+        self.name_edit.setToolTip(
+            "Letters, digits, '.', '_' or '-'; '-v2', '-v3'… is added if the name is taken"
+        )
         form.addRow("New model name", self.name_edit)
 
         row = QHBoxLayout()
@@ -152,14 +172,20 @@ class FineTuneWidget(QWidget):
         layout.addWidget(self.progress)
 
         self.plot = EpochPlot()
-        self.canvas, self.loss_line, self.dice_line = self.plot.canvas, self.plot.loss_line, self.plot.dice_line
+        self.canvas, self.loss_line, self.dice_line = (
+            self.plot.canvas,
+            self.plot.loss_line,
+            self.plot.dice_line,
+        )
         self._label_short = "validation Dice"
         layout.addWidget(self.canvas)
 
         self.status = QLabel("", objectName="status", wordWrap=True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         layout.addWidget(self.status)
-        self.segment_button = QPushButton("Segment with new model", objectName="segment_new", enabled=False)
+        self.segment_button = QPushButton(
+            "Segment with new model", objectName="segment_new", enabled=False
+        )
         self.segment_button.clicked.connect(self.segment_with_new_model)
         layout.addWidget(self.segment_button)
         layout.addStretch(1)
@@ -191,26 +217,39 @@ class FineTuneWidget(QWidget):
         for i, (layer, _p, _rs) in enumerate(self._candidates):
             item = self.patients_list.item(i)
             if item is not None:
-                (self._unchecked.add if item.checkState() != Qt.CheckState.Checked else self._unchecked.discard)(id(layer))
+                (
+                    self._unchecked.add
+                    if item.checkState() != Qt.CheckState.Checked
+                    else self._unchecked.discard
+                )(id(layer))
         self._candidates = training_candidates(self.viewer.layers)
         self.patients_list.clear()
         for layer, patient, rs in self._candidates:
             ok = patient.flair is not None
             text = f"{patient.patient_id}: {len(rs)} reviewed slice{'s' * (len(rs) != 1)} in '{layer.name}'"
             item = QListWidgetItem(text if ok else text + " (images not open)")
-            flags = Qt.ItemFlag.ItemIsUserCheckable | (Qt.ItemFlag.ItemIsEnabled if ok else Qt.ItemFlag.NoItemFlags)
+            flags = Qt.ItemFlag.ItemIsUserCheckable | (
+                Qt.ItemFlag.ItemIsEnabled if ok else Qt.ItemFlag.NoItemFlags
+            )
             item.setFlags(flags)
             checked = ok and id(layer) not in self._unchecked
             item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
             self.patients_list.addItem(item)
         if not self._candidates:
-            item = QListWidgetItem("No reviewed slices yet: correct a prediction with napari's tools, "
-                                   "or press 'Mark slice reviewed' in Segment tumour")
+            item = QListWidgetItem(
+                "No reviewed slices yet: correct a prediction with napari's tools, "
+                "or press 'Mark slice reviewed' in Segment tumour"
+            )
             item.setFlags(Qt.ItemFlag.NoItemFlags)
             self.patients_list.addItem(item)
         preds = [m.get("model") for layer, _p, _rs in self._candidates if (m := lgg_meta(layer))]
-        if self._worker is None and preds and preds[-1] and self.base_combo.findData(preds[-1]) >= 0 \
-                and not self._base_chosen:
+        if (
+            self._worker is None
+            and preds
+            and preds[-1]
+            and self.base_combo.findData(preds[-1]) >= 0
+            and not self._base_chosen
+        ):
             self.base_combo.setCurrentIndex(self.base_combo.findData(preds[-1]))
 
     def checked_layers(self) -> list:
@@ -224,7 +263,9 @@ class FineTuneWidget(QWidget):
     def set_checked(self, layer, checked: bool) -> None:
         for i, (lyr, _p, _rs) in enumerate(self._candidates):
             if lyr is layer:
-                self.patients_list.item(i).setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
+                self.patients_list.item(i).setCheckState(
+                    Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked
+                )
                 return
         raise ValueError(f"layer '{layer.name}' has no reviewed slices")
 
@@ -266,10 +307,16 @@ class FineTuneWidget(QWidget):
         r = default_config()
         cap = f", at most {r.minutes:g} min" if r.minutes else ""
         cfg = self.config()
-        now = (f"{cfg.epochs} epoch(s) of {cfg.steps_per_epoch or 'auto'} steps" if cfg.epochs else "")
-        now += (" or " if now and cfg.minutes else "") + (f"{cfg.minutes:g} min" if cfg.minutes else "")
-        self.budget_note.setText(f"1 round = {r.epochs} epochs of {r.steps_per_epoch} steps of "
-                                 f"{r.batch_size} slices{cap}. This run: {now}.")
+        now = (
+            f"{cfg.epochs} epoch(s) of {cfg.steps_per_epoch or 'auto'} steps" if cfg.epochs else ""
+        )
+        now += (" or " if now and cfg.minutes else "") + (
+            f"{cfg.minutes:g} min" if cfg.minutes else ""
+        )
+        self.budget_note.setText(
+            f"1 round = {r.epochs} epochs of {r.steps_per_epoch} steps of "
+            f"{r.batch_size} slices{cap}. This run: {now}."
+        )
 
     # ------------------------------------------------------------------ running
 
@@ -288,10 +335,14 @@ class FineTuneWidget(QWidget):
             inp = capture(patient)
             mask = np.asarray(layer.data) > 0
             if mask.shape != inp.flair.shape:
-                raise ValueError(f"'{layer.name}' has shape {mask.shape}, its FLAIR has {inp.flair.shape}")
+                raise ValueError(
+                    f"'{layer.name}' has shape {mask.shape}, its FLAIR has {inp.flair.shape}"
+                )
             labelled = np.zeros(mask.shape[0], bool)
             labelled[rs] = True
-            train_vols.append(TrainVolume(patient.patient_id, inp.volume(), mask, labelled, "memory"))
+            train_vols.append(
+                TrainVolume(patient.patient_id, inp.volume(), mask, labelled, "memory")
+            )
         trained = {v.patient_id for v in train_vols}
         val_vols = []
         for pid, p in find_patients(self.viewer.layers).items():
@@ -300,7 +351,11 @@ class FineTuneWidget(QWidget):
                 if inp.truth is not None:
                     val_vols.append(TrainVolume(pid, inp.volume(), inp.truth > 0))
         if val_vols:
-            label = "validation Dice (ground truth of " + ", ".join(v.patient_id for v in val_vols) + ")"
+            label = (
+                "validation Dice (ground truth of "
+                + ", ".join(v.patient_id for v in val_vols)
+                + ")"
+            )
         else:
             val_vols, label = train_vols, CORRECTED_LABEL
         return train_vols, val_vols, label
@@ -324,8 +379,18 @@ class FineTuneWidget(QWidget):
         state = RunState()
         relay = Relay()
         relay.event.connect(self._on_event)
-        worker = create_worker(_finetune_job, train_vols, val_vols, label, base, name, cfg, state,
-                               relay.event.emit, _start_thread=False)
+        worker = create_worker(
+            _finetune_job,
+            train_vols,
+            val_vols,
+            label,
+            base,
+            name,
+            cfg,
+            state,
+            relay.event.emit,
+            _start_thread=False,
+        )
         worker._lggseg_relay = relay
         worker.returned.connect(self._on_returned)
         worker.errored.connect(self._on_errored)
@@ -377,8 +442,11 @@ class FineTuneWidget(QWidget):
         before = result.history[0].get("val_dice") if result.history else None
         dice = ""
         if result.best_val_dice is not None:
-            dice = f"; {self._label_short}: " + (f"{before:.3f} → " if before is not None else "") + \
-                   f"{result.best_val_dice:.3f} (epoch {result.best_epoch})"
+            dice = (
+                f"; {self._label_short}: "
+                + (f"{before:.3f} → " if before is not None else "")
+                + f"{result.best_val_dice:.3f} (epoch {result.best_epoch})"
+            )
         if result.best_epoch == 0:
             dice += " — no epoch beat the base model, so the new model keeps its weights"
         seg = segment_widget_for(self.viewer)
@@ -388,10 +456,14 @@ class FineTuneWidget(QWidget):
         caveat = ""
         if self._label_short == CORRECTED_LABEL and result.best_val_dice is not None:
             # in training/HITL.md a round raised this while other patients lost Dice: say so
-            caveat = (" That Dice is on the slices it learned from; to see whether other patients gain, open "
-                      "one with ground truth (unticked) before fine-tuning, or segment one you know.")
-        self.status.setText(f"Saved model '{info.name}' ({result.steps} steps, {result.seconds:.0f} s, "
-                            f"{result.stopped}){dice}." + (" Selected in Segment tumour." if seg else "") + caveat)
+            caveat = (
+                " That Dice is on the slices it learned from; to see whether other patients gain, open "
+                "one with ground truth (unticked) before fine-tuning, or segment one you know."
+            )
+        self.status.setText(
+            f"Saved model '{info.name}' ({result.steps} steps, {result.seconds:.0f} s, "
+            f"{result.stopped}){dice}." + (" Selected in Segment tumour." if seg else "") + caveat
+        )
 
     def _on_errored(self, exc) -> None:
         if not self._life.closed:
@@ -399,7 +471,9 @@ class FineTuneWidget(QWidget):
 
     def _on_finished(self) -> None:
         state = self._life.state
-        finish_task(self.viewer, self._task, "CANCELLED" if state and state.cancel.is_set() else "COMPLETED")
+        finish_task(
+            self.viewer, self._task, "CANCELLED" if state and state.cancel.is_set() else "COMPLETED"
+        )
         self._worker, self._task, self._life.state = None, None, None
         if self._life.closed:
             return

@@ -60,8 +60,13 @@ def patient_of(layer) -> str | None:
 
 def image_layers(layers) -> list:
     """Layers usable as one sequence: 3-D grayscale images (Z, H, W)."""
-    return [lyr for lyr in layers if getattr(lyr, "_type_string", "") == "image"
-            and not getattr(lyr, "rgb", False) and np.ndim(lyr.data) == 3]
+    return [
+        lyr
+        for lyr in layers
+        if getattr(lyr, "_type_string", "") == "image"
+        and not getattr(lyr, "rgb", False)
+        and np.ndim(lyr.data) == 3
+    ]
 
 
 @dataclass
@@ -92,9 +97,18 @@ def _array(layer) -> np.ndarray | None:
 def capture(patient: PatientLayers) -> RunInput:
     """A run's input from a patient's layers (FLAIR required)."""
     if patient.flair is None:
-        raise ValueError(f"patient {patient.patient_id}: its FLAIR layer is not open; open the patient again")
-    return _run_input(patient.patient_id, patient.flair, patient.images.get("pre-contrast"),
-                      patient.images.get("post-contrast"), patient.folder, patient.slice_files, patient.ground_truth)
+        raise ValueError(
+            f"patient {patient.patient_id}: its FLAIR layer is not open; open the patient again"
+        )
+    return _run_input(
+        patient.patient_id,
+        patient.flair,
+        patient.images.get("pre-contrast"),
+        patient.images.get("post-contrast"),
+        patient.folder,
+        patient.slice_files,
+        patient.ground_truth,
+    )
 
 
 def capture_mapping(flair, pre=None, post=None, truth=None) -> RunInput:
@@ -102,21 +116,39 @@ def capture_mapping(flair, pre=None, post=None, truth=None) -> RunInput:
     if flair is None:
         raise ValueError("choose the layer that holds FLAIR")
     lgg = lgg_meta(flair) or {}
-    return _run_input(lgg.get("patient_id") or flair.name, flair, pre, post, lgg.get("folder"),
-                      lgg.get("slice_files") or [], truth)
+    return _run_input(
+        lgg.get("patient_id") or flair.name,
+        flair,
+        pre,
+        post,
+        lgg.get("folder"),
+        lgg.get("slice_files") or [],
+        truth,
+    )
 
 
 def _run_input(pid, flair, pre, post, folder, slice_files, truth) -> RunInput:
     f = _array(flair)
     for name, lyr in (("pre-contrast", pre), ("post-contrast", post)):
         if lyr is not None and np.shape(lyr.data) != f.shape:
-            raise ValueError(f"layer '{lyr.name}' ({name}) has shape {np.shape(lyr.data)}, "
-                             f"the FLAIR layer '{flair.name}' has {f.shape}")
+            raise ValueError(
+                f"layer '{lyr.name}' ({name}) has shape {np.shape(lyr.data)}, "
+                f"the FLAIR layer '{flair.name}' has {f.shape}"
+            )
     t = _array(truth)
     if t is not None and t.shape != f.shape:
         t = None
-    return RunInput(pid, f, _array(pre), _array(post), folder, list(slice_files or []),
-                    tuple(float(s) for s in flair.scale), tuple(float(s) for s in flair.translate), t)
+    return RunInput(
+        pid,
+        f,
+        _array(pre),
+        _array(post),
+        folder,
+        list(slice_files or []),
+        tuple(float(s) for s in flair.scale),
+        tuple(float(s) for s in flair.translate),
+        t,
+    )
 
 
 def training_candidates(layers) -> list[tuple[object, PatientLayers, list[int]]]:

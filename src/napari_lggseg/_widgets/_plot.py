@@ -29,11 +29,21 @@ class EpochPlot:
         self.ax_loss.set_xlabel("epoch")
         self.ax_loss.xaxis.set_major_locator(MaxNLocator(integer=True))
         self.ax_loss.set_ylabel("training loss", color="tab:blue")
-        (self.loss_line,) = self.ax_loss.plot([], [], "o-", color="tab:blue", label="training loss", animated=True)
-        (self.dice_line,) = self.ax_dice.plot([], [], "s-", color="tab:orange", label="validation Dice",
-                                              animated=True)
-        self.before_line = self.ax_dice.axhline(0.0, ls="--", color="tab:orange", alpha=0.5, label="before",
-                                                animated=True, visible=False)
+        (self.loss_line,) = self.ax_loss.plot(
+            [], [], "o-", color="tab:blue", label="training loss", animated=True
+        )
+        (self.dice_line,) = self.ax_dice.plot(
+            [], [], "s-", color="tab:orange", label="validation Dice", animated=True
+        )
+        self.before_line = self.ax_dice.axhline(
+            0.0,
+            ls="--",
+            color="tab:orange",
+            alpha=0.5,
+            label="before",
+            animated=True,
+            visible=False,
+        )
         self._background = None
         self._stale = False
         self._layout = None  # (label, x range) the axes were last drawn with
@@ -48,19 +58,26 @@ class EpochPlot:
         self.dice_line.set_data([], [])
         self.before_line.set_visible(False)
         layout = (dice_label, max(3, epochs or 3))
-        unchanged = (layout == self._layout and self.ax_loss.get_xlim() == (0.5, layout[1] + 0.5)
-                     and self.ax_loss.get_ylim() == (0, 1.5))
+        unchanged = (
+            layout == self._layout
+            and self.ax_loss.get_xlim() == (0.5, layout[1] + 0.5)
+            and self.ax_loss.get_ylim() == (0, 1.5)
+        )
         if unchanged and self._background is not None:
             self._update(full=False)  # same axes: blit the empty curves
             return
         self._layout = layout
         self.dice_line.set_label(dice_label)
-        self.ax_dice.set_ylabel(dice_label if len(dice_label) < 28 else "validation Dice", color="tab:orange")
+        self.ax_dice.set_ylabel(
+            dice_label if len(dice_label) < 28 else "validation Dice", color="tab:orange"
+        )
         self.ax_loss.set_xlim(0.5, layout[1] + 0.5)
         self.ax_loss.set_ylim(0, 1.5)
         self.ax_dice.set_ylim(0, 1)
         before = Line2D([], [], ls="--", color="tab:orange", alpha=0.5, label="before fine-tuning")
-        self.ax_loss.legend(handles=[self.loss_line, self.dice_line, before], loc="lower left", fontsize="small")
+        self.ax_loss.legend(
+            handles=[self.loss_line, self.dice_line, before], loc="lower left", fontsize="small"
+        )
         if self.canvas.isVisible():
             self.canvas.draw()  # now, before the run's worker starts (see the module docstring)
         else:

@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import napari.layers
 import napari.viewer
-from napari.qt.threading import create_worker
 import numpy as np
+from napari.qt.threading import create_worker
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -69,7 +69,11 @@ from ._patients import capture, capture_mapping, find_patients, image_layers
 
 MAP_LAYERS = "__map__"
 REVIEWED_MARK = "✓"
-POSTPROCESS = (("drop small components", "min-size"), ("largest component", "largest"), ("none", "none"))
+POSTPROCESS = (
+    ("drop small components", "min-size"),
+    ("largest component", "largest"),
+    ("none", "none"),
+)
 
 
 def _segment_job(inp, model_name, device, tta, threshold, postprocess, cache, state, emit):
@@ -95,16 +99,25 @@ def _segment_job(inp, model_name, device, tta, threshold, postprocess, cache, st
     volume = inp.volume()
     send(("stage", f"segmenting {inp.patient_id} with {segmenter.name} on {segmenter.device}"))
     try:
-        seg = segmenter.segment(volume, threshold, postprocess, cancel=state.cancel,
-                                progress=lambda i, n: send(("progress", i, n)))
+        seg = segmenter.segment(
+            volume,
+            threshold,
+            postprocess,
+            cancel=state.cancel,
+            progress=lambda i, n: send(("progress", i, n)),
+        )
     except Cancelled:
         return None
     if state.cancel.is_set():
         return None
     mask = seg.mask > 0
-    stats = {"voxels": int(mask.sum()),
-             "dice": dice(mask, inp.truth > 0) if inp.truth is not None and inp.truth.shape == mask.shape else None,
-             "review": slices_to_review(seg.prob)}
+    stats = {
+        "voxels": int(mask.sum()),
+        "dice": dice(mask, inp.truth > 0)
+        if inp.truth is not None and inp.truth.shape == mask.shape
+        else None,
+        "review": slices_to_review(seg.prob),
+    }
     return seg, stats
 
 
@@ -153,7 +166,9 @@ class SegmentWidget(QWidget):
         layout.addLayout(form)
 
         self.patient_combo = QComboBox(objectName="patient")
-        self.patient_combo.setToolTip("The patient to segment; selecting any of its layers picks it")
+        self.patient_combo.setToolTip(
+            "The patient to segment; selecting any of its layers picks it"
+        )
         self.patient_combo.currentIndexChanged.connect(self._on_patient_changed)
         form.addRow("Patient", self.patient_combo)
 
@@ -169,7 +184,9 @@ class SegmentWidget(QWidget):
 
         row = QHBoxLayout()
         self.model_combo = QComboBox(objectName="model")
-        self.model_combo.setToolTip("Models in the store, with the Dice they reached on their validation patients")
+        self.model_combo.setToolTip(
+            "Models in the store, with the Dice they reached on their validation patients"
+        )
         refresh = QToolButton(text="↻", toolTip="Re-read the model store")
         refresh.clicked.connect(lambda: self.refresh_models())
         row.addWidget(self.model_combo, 1)
@@ -185,9 +202,13 @@ class SegmentWidget(QWidget):
         self.threshold_slider = QSlider(Qt.Orientation.Horizontal, objectName="threshold")
         self.threshold_slider.setRange(1, 99)
         self.threshold_slider.setValue(50)
-        self.threshold_slider.setTracking(False)  # re-threshold on release, the label follows the drag
+        self.threshold_slider.setTracking(
+            False
+        )  # re-threshold on release, the label follows the drag
         self.threshold_label = QLabel("0.50")
-        self.threshold_slider.sliderMoved.connect(lambda v: self.threshold_label.setText(f"{v / 100:.2f}"))
+        self.threshold_slider.sliderMoved.connect(
+            lambda v: self.threshold_label.setText(f"{v / 100:.2f}")
+        )
         self.threshold_slider.valueChanged.connect(self._on_threshold)
         row.addWidget(self.threshold_slider, 1)
         row.addWidget(self.threshold_label)
@@ -204,7 +225,10 @@ class SegmentWidget(QWidget):
 
         row = QHBoxLayout()
         self.spacing_check = QCheckBox("voxel spacing (mm) z, y, x")
-        self.spacing = [QDoubleSpinBox(decimals=3, minimum=0.001, maximum=100.0, value=v) for v in (1.0, 1.0, 1.0)]
+        self.spacing = [
+            QDoubleSpinBox(decimals=3, minimum=0.001, maximum=100.0, value=v)
+            for v in (1.0, 1.0, 1.0)
+        ]
         row.addWidget(self.spacing_check)
         for box in self.spacing:
             box.setEnabled(False)
@@ -235,8 +259,10 @@ class SegmentWidget(QWidget):
 
         self.review_heading = QLabel("", objectName="review_heading", wordWrap=True)
         self.review_list = QListWidget(objectName="review_list")
-        self.review_list.setToolTip("Slices where the model is least sure, most uncertain first: the expected "
-                                    "number of wrong voxels if its probabilities are calibrated. Click to go there.")
+        self.review_list.setToolTip(
+            "Slices where the model is least sure, most uncertain first: the expected "
+            "number of wrong voxels if its probabilities are calibrated. Click to go there."
+        )
         self.review_list.setMaximumHeight(150)
         self.review_list.itemClicked.connect(self._on_review_item)
         self.review_list.itemActivated.connect(self._on_review_item)
@@ -247,7 +273,9 @@ class SegmentWidget(QWidget):
 
         row = QHBoxLayout()
         self.review_button = QPushButton("Mark slice reviewed", objectName="mark_reviewed")
-        self.review_button.setToolTip("The mask on this slice is right as it is: learn from it when fine-tuning")
+        self.review_button.setToolTip(
+            "The mask on this slice is right as it is: learn from it when fine-tuning"
+        )
         self.review_button.clicked.connect(self.mark_current_slice)
         self.reviewed_label = QLabel("")
         row.addWidget(self.review_button)
@@ -267,11 +295,13 @@ class SegmentWidget(QWidget):
 
     def _disconnect_viewer(self) -> None:
         layers = self.viewer.layers
-        for emitter, cb in ((layers.events.inserted, self._on_layers_changed),
-                            (layers.events.removed, self._on_layers_changed),
-                            (layers.events.removed, self._on_layer_removed),
-                            (layers.selection.events.active, self._follow_active),
-                            (self.viewer.dims.events.current_step, self._update_reviewed_label)):
+        for emitter, cb in (
+            (layers.events.inserted, self._on_layers_changed),
+            (layers.events.removed, self._on_layers_changed),
+            (layers.events.removed, self._on_layer_removed),
+            (layers.selection.events.active, self._follow_active),
+            (self.viewer.dims.events.current_step, self._update_reviewed_label),
+        ):
             emitter.disconnect(cb)
         self.tracker.disconnect(self._on_review_changed)
 
@@ -283,7 +313,9 @@ class SegmentWidget(QWidget):
         fill_model_combo(self.model_combo, select)
         if self.model_combo.currentData() != before:
             self._on_model_changed()
-        self.run_button.setEnabled(self._worker is None and self.model_combo.currentData() is not None)
+        self.run_button.setEnabled(
+            self._worker is None and self.model_combo.currentData() is not None
+        )
 
     def _on_model_changed(self, *_) -> None:
         """Take the threshold, post-processing and TTA the model's card chose on validation data
@@ -330,7 +362,7 @@ class SegmentWidget(QWidget):
         return data
 
     def _mapped_id(self, name: str) -> str:
-        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401 (LayerList)
         lgg = lgg_meta(layer) if layer is not None else None
         return lgg["patient_id"] if lgg else name
 
@@ -368,7 +400,11 @@ class SegmentWidget(QWidget):
 
     def _refresh_mapping(self) -> None:
         names = [lyr.name for lyr in image_layers(self.viewer.layers)]
-        for combo, optional in ((self.flair_combo, False), (self.pre_combo, True), (self.post_combo, True)):
+        for combo, optional in (
+            (self.flair_combo, False),
+            (self.pre_combo, True),
+            (self.post_combo, True),
+        ):
             current = combo.currentText()
             combo.blockSignals(True)
             combo.clear()
@@ -424,17 +460,27 @@ class SegmentWidget(QWidget):
 
             def pick(combo):
                 name = combo.currentText()
-                return layers[name] if name in layers else None
+                return layers[name] if name in layers else None  # noqa: SIM401 (LayerList)
 
             flair = pick(self.flair_combo)
-            truth = find_patients(layers).get(self._mapped_id(flair.name)) if flair is not None else None
-            return capture_mapping(flair, pick(self.pre_combo), pick(self.post_combo),
-                                   truth.ground_truth if truth else None)
+            truth = (
+                find_patients(layers).get(self._mapped_id(flair.name))
+                if flair is not None
+                else None
+            )
+            return capture_mapping(
+                flair,
+                pick(self.pre_combo),
+                pick(self.post_combo),
+                truth.ground_truth if truth else None,
+            )
         pid = self.patient_combo.currentData()
         patient = find_patients(self.viewer.layers).get(pid)
         if patient is None:
-            raise ValueError("no patient is open: open a patient folder or File ▸ Open Sample, "
-                             "or map image layers to FLAIR / pre / post-contrast")
+            raise ValueError(
+                "no patient is open: open a patient folder or File ▸ Open Sample, "
+                "or map image layers to FLAIR / pre / post-contrast"
+            )
         return capture(patient)
 
     def run(self) -> bool:
@@ -444,7 +490,9 @@ class SegmentWidget(QWidget):
             return False
         model = self.model_name
         if model is None:
-            self._set_status("No model in the store: the package's weights are missing (see README).")
+            self._set_status(
+                "No model in the store: the package's weights are missing (see README)."
+            )
             return False
         try:
             inp = self._capture()
@@ -455,8 +503,19 @@ class SegmentWidget(QWidget):
         relay = Relay()
         relay.event.connect(self._on_event)
         device = self.device_combo.currentData()
-        worker = create_worker(_segment_job, inp, model, device, self.tta_check.isChecked(), self.threshold,
-                               self.postprocess, self._segmenters, state, relay.event.emit, _start_thread=False)
+        worker = create_worker(
+            _segment_job,
+            inp,
+            model,
+            device,
+            self.tta_check.isChecked(),
+            self.threshold,
+            self.postprocess,
+            self._segmenters,
+            state,
+            relay.event.emit,
+            _start_thread=False,
+        )
         worker._lggseg_relay = relay  # lives as long as the worker, not the widget
         worker.returned.connect(self._on_returned)
         worker.errored.connect(self._on_errored)
@@ -504,7 +563,9 @@ class SegmentWidget(QWidget):
 
     def _on_finished(self) -> None:
         state = self._life.state
-        finish_task(self.viewer, self._task, "CANCELLED" if state and state.cancel.is_set() else "COMPLETED")
+        finish_task(
+            self.viewer, self._task, "CANCELLED" if state and state.cancel.is_set() else "COMPLETED"
+        )
         self._worker, self._task = None, None
         self._life.state = None
         if self._life.closed:
@@ -516,8 +577,13 @@ class SegmentWidget(QWidget):
     # ------------------------------------------------------------------ results
 
     def prediction_layers(self, patient_id: str) -> list:
-        return [lyr for lyr in self.viewer.layers
-                if (m := lgg_meta(lyr)) and m.get("role") == "prediction" and m["patient_id"] == patient_id]
+        return [
+            lyr
+            for lyr in self.viewer.layers
+            if (m := lgg_meta(lyr))
+            and m.get("role") == "prediction"
+            and m["patient_id"] == patient_id
+        ]
 
     def result_layer(self, patient_id: str | None = None):
         """The layer the last run for ``patient_id`` (default: the chosen patient) went to."""
@@ -544,7 +610,11 @@ class SegmentWidget(QWidget):
         pid = inp.patient_id
         mask = np.asarray(seg.mask, dtype=np.uint8).copy()
         notes = []
-        reuse = [lyr for lyr in self.prediction_layers(pid) if not is_touched(lyr) and lyr.data.shape == mask.shape]
+        reuse = [
+            lyr
+            for lyr in self.prediction_layers(pid)
+            if not is_touched(lyr) and lyr.data.shape == mask.shape
+        ]
         if reuse:
             layer = reuse[-1]
             with self.tracker.programmatic(layer):
@@ -553,29 +623,49 @@ class SegmentWidget(QWidget):
             notes.append(f"updated '{layer.name}'")
         else:
             kept = [lyr.name for lyr in self.prediction_layers(pid)]
-            meta = {"patient_id": pid, "folder": inp.folder, "slice_files": list(inp.slice_files),
-                    "role": "prediction", "model": model, "reviewed_slices": []}
+            meta = {
+                "patient_id": pid,
+                "folder": inp.folder,
+                "slice_files": list(inp.slice_files),
+                "role": "prediction",
+                "model": model,
+                "reviewed_slices": [],
+            }
             selection = self.viewer.layers.selection
             active, chosen = selection.active, set(selection)
-            layer = self.viewer.add_labels(mask, name=self._free_name(f"{pid} prediction"),
-                                           metadata={"lggseg": meta}, scale=inp.scale,
-                                           translate=inp.translate, opacity=0.6)
+            layer = self.viewer.add_labels(
+                mask,
+                name=self._free_name(f"{pid} prediction"),
+                metadata={"lggseg": meta},
+                scale=inp.scale,
+                translate=inp.translate,
+                opacity=0.6,
+            )
             if active is not None and (lgg_meta(active) or {}).get("patient_id") != pid:
                 # the person is working on another patient: a finished run must not take their layer away
                 selection.clear()
                 selection.update(chosen)
                 selection.active = active
-            notes.append(f"added '{layer.name}'" + (f"; kept your edited '{kept[-1]}'" if kept else ""))
+            notes.append(
+                f"added '{layer.name}'" + (f"; kept your edited '{kept[-1]}'" if kept else "")
+            )
         patient = find_patients(self.viewer.layers).get(pid)
         if patient is None or patient.flair is None:
-            notes.append(f"{pid}'s images were closed during the run, the prediction was added anyway")
+            notes.append(
+                f"{pid}'s images were closed during the run, the prediction was added anyway"
+            )
         self._results[pid] = _Result(layer, seg, inp, stats["review"])
         self._fresh_stats = (layer, stats) if stats else None
         # show the result, unless the person picked another patient meanwhile (their next Run is for that one)
-        if self.patient_combo.currentData() in (self._run_choice, None) and self.patient_combo.findData(pid) >= 0:
+        if (
+            self.patient_combo.currentData() in (self._run_choice, None)
+            and self.patient_combo.findData(pid) >= 0
+        ):
             self.set_patient(pid)
         self.sequences_label.setText(f"Sequences: {seg.sequences_note}")
-        self._set_status(f"{pid}: {model} on {seg.device} in {seg.seconds:.1f} s; " + "; ".join(notes) + ".")
+        self._set_status(
+            f"{pid}: {model} on {seg.device} in {seg.seconds:.1f} s; " + "; ".join(notes) + "."
+        )
         self._on_patient_changed()
 
     def _on_threshold(self, value: int) -> None:
@@ -591,8 +681,10 @@ class SegmentWidget(QWidget):
         lgg = lgg_meta(layer)
         keep = reviewed_slices(layer)
         if lgg.get("edited") and not keep:
-            self._set_status(f"'{layer.name}' was changed outside napari's tools: not re-thresholded. "
-                             "Run again for a new version.")
+            self._set_status(
+                f"'{layer.name}' was changed outside napari's tools: not re-thresholded. "
+                "Run again for a new version."
+            )
             return
         mask = res.seg.rethreshold(self.threshold, self.postprocess).astype(np.uint8)
         if keep:
@@ -601,7 +693,9 @@ class SegmentWidget(QWidget):
             layer.data = mask
         self._fresh_stats = None
         kept = f"; your {len(keep)} reviewed slice(s) kept" if keep else ""
-        self._set_status(f"'{layer.name}': threshold {self.threshold:.2f}, {self.post_combo_pp.currentText()}{kept}.")
+        self._set_status(
+            f"'{layer.name}': threshold {self.threshold:.2f}, {self.post_combo_pp.currentText()}{kept}."
+        )
         self._update_stats()
 
     # ------------------------------------------------------------------ measurements and review
@@ -616,7 +710,9 @@ class SegmentWidget(QWidget):
             return
         spacing = tuple(b.value() for b in self.spacing) if self.spacing_check.isChecked() else None
         fresh = self._fresh_stats
-        if fresh is not None and fresh[0] is res.layer:  # measured by the worker: nothing changed since
+        if (
+            fresh is not None and fresh[0] is res.layer
+        ):  # measured by the worker: nothing changed since
             voxels, self.last_dice = fresh[1]["voxels"], fresh[1]["dice"]
         else:
             self._fresh_stats = None
@@ -625,16 +721,23 @@ class SegmentWidget(QWidget):
             patient = find_patients(self.viewer.layers).get(res.inp.patient_id)
             truth = patient.ground_truth if patient else None
             truth = np.asarray(truth.data) if truth is not None else res.inp.truth
-            self.last_dice = dice(mask, truth > 0) if truth is not None and truth.shape == mask.shape else None
+            self.last_dice = (
+                dice(mask, truth > 0) if truth is not None and truth.shape == mask.shape else None
+            )
         text = f"Tumour volume: {voxels:,} voxels"
         if spacing is not None:
             text += f" = {voxels * float(np.prod(spacing)) / 1000:.2f} mL"
         self.volume_label.setText(text)
-        self.dice_label.setText("" if self.last_dice is None else f"Dice against the ground truth: {self.last_dice:.3f}")
+        self.dice_label.setText(
+            "" if self.last_dice is None else f"Dice against the ground truth: {self.last_dice:.3f}"
+        )
 
     def _review_target(self):
         layer = self.viewer.layers.selection.active
-        if isinstance(layer, napari.layers.Labels) and (lgg_meta(layer) or {}).get("role") in TRACKED_ROLES:
+        if (
+            isinstance(layer, napari.layers.Labels)
+            and (lgg_meta(layer) or {}).get("role") in TRACKED_ROLES
+        ):
             return layer
         res = self._result()
         if res is not None:
@@ -643,7 +746,7 @@ class SegmentWidget(QWidget):
         return preds[-1] if preds else None
 
     def current_slice(self, layer) -> int:
-        point = layer.world_to_data(self.viewer.dims.point[-layer.ndim:])
+        point = layer.world_to_data(self.viewer.dims.point[-layer.ndim :])
         return int(round(float(point[0])))
 
     def mark_current_slice(self) -> list[int]:
@@ -655,7 +758,10 @@ class SegmentWidget(QWidget):
             return []
         z = self.current_slice(layer)
         new = self.tracker.mark(layer, [z])
-        self._set_status(f"Slice {z} of '{layer.name}' " + ("marked reviewed." if new else "was already reviewed."))
+        self._set_status(
+            f"Slice {z} of '{layer.name}' "
+            + ("marked reviewed." if new else "was already reviewed.")
+        )
         self._update_reviewed_label()
         return new
 
@@ -674,7 +780,9 @@ class SegmentWidget(QWidget):
             return
         rs = reviewed_slices(layer)
         here = self.current_slice(layer) in rs
-        self.reviewed_label.setText(f"{len(rs)} reviewed slice(s) in '{layer.name}'" + ("; this one is" if here else ""))
+        self.reviewed_label.setText(
+            f"{len(rs)} reviewed slice(s) in '{layer.name}'" + ("; this one is" if here else "")
+        )
 
     # ------------------------------------------------------------------ slices to check first
 
@@ -691,13 +799,15 @@ class SegmentWidget(QWidget):
         if res is not self._review_shown:
             self._review_shown = res
             self.review_list.clear()
-            for z, score in res.review:
+            for z, _score in res.review:
                 item = QListWidgetItem()
                 item.setData(Qt.ItemDataRole.UserRole, z)
                 self.review_list.addItem(item)
             self.review_heading.setText(
-                "Check these slices first (most uncertain first; click one to go there):" if res.review
-                else "Check these slices first: none, the model is sure on every slice.")
+                "Check these slices first (most uncertain first; click one to go there):"
+                if res.review
+                else "Check these slices first: none, the model is sure on every slice."
+            )
             self.review_heading.setVisible(True)
             self.review_list.setVisible(bool(res.review))
         done = set(reviewed_slices(res.layer))
@@ -707,7 +817,10 @@ class SegmentWidget(QWidget):
             name = f" (file {files[z]})" if z < len(files) else ""
             mark = f"{REVIEWED_MARK} " if z in done else ""
             item.setText(f"{mark}slice {z}{name}: ~{score:.0f} uncertain voxels")
-            item.setToolTip(f"slice {z} in the viewer{name}; " + ("reviewed" if z in done else "not reviewed yet"))
+            item.setToolTip(
+                f"slice {z} in the viewer{name}; "
+                + ("reviewed" if z in done else "not reviewed yet")
+            )
 
     def review_slices(self, patient_id: str | None = None) -> list[tuple[int, float]]:
         """The slices to check first for the last run on ``patient_id`` (default: the chosen
