@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .layer_meta import META_KEY, PLUGIN
 from .lgg_io import (
     SEQUENCES,
     is_corrections_folder,
@@ -35,7 +36,6 @@ from .lgg_io import (
     read_patient,
 )
 
-PLUGIN = "napari-lggseg"
 # TCGA_<institution>_<id>_<date>: a folder so named is taken even when broken, to report why
 _TCGA_NAME = re.compile(r"^TCGA_[A-Za-z0-9]{2}_[A-Za-z0-9]{4}_\d{8}$")
 # napari stacks layers in the order given, last on top: FLAIR above the other sequences
@@ -114,7 +114,7 @@ def read_lgg_path(path: str | os.PathLike, kind: str | None = None) -> list[tupl
         layers.append(
             (
                 corr.mask,
-                {"name": f"{patient.patient_id} corrections", "metadata": {"lggseg": meta}},
+                {"name": f"{patient.patient_id} corrections", "metadata": {META_KEY: meta}},
                 "labels",
             )
         )
@@ -181,14 +181,14 @@ def patient_layers(
             "colormap": "gray",
             "contrast_limits": contrast_limits(volume),
             "visible": c == 1,
-            "metadata": {"lggseg": meta},
+            "metadata": {META_KEY: meta},
         }
         layers.append((volume, kwargs, "image"))
     if mask is not None:
         meta = _meta(patient_id, folder, slice_files, "ground truth")
         kwargs = {
             "name": f"{patient_id} ground truth",
-            "metadata": {"lggseg": meta},
+            "metadata": {META_KEY: meta},
             "visible": ground_truth_visible,
             "opacity": 0.5,
         }

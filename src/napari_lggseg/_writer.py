@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .layer_meta import META_KEY, PLUGIN, read_meta
 from .lgg_io import SIDECAR, LGGWriteError, write_corrections
 
 # Errors leave this module as LGGWriteError (an OSError): napari's save swallows a writer's
@@ -23,16 +24,16 @@ def default_corrections_folder(patient_id: str) -> Path:
     dataset (``~/.local/share/napari-lggseg/corrections/<patient>`` on Linux)."""
     from platformdirs import user_data_dir
 
-    return Path(user_data_dir("napari-lggseg")) / "corrections" / patient_id
+    return Path(user_data_dir(PLUGIN)) / "corrections" / patient_id
 
 
 def write_labels(path: str, data, meta: dict) -> list[str]:
     """Write one Labels layer as a corrections folder at ``path``; returns the files written."""
     name = meta.get("name", "labels layer")
-    lgg = (meta.get("metadata") or {}).get("lggseg")
-    if not isinstance(lgg, dict) or not lgg.get("patient_id"):
+    lgg = read_meta(meta)
+    if lgg is None:
         raise LGGWriteError(
-            f"layer '{name}' does not belong to an LGG patient (no 'lggseg' metadata); open the "
+            f"layer '{name}' does not belong to an LGG patient (no '{META_KEY}' metadata); open the "
             "patient with napari-lggseg and draw on its ground truth or segmentation layer"
         )
     if not lgg.get("folder"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-PLUGIN = "napari-lggseg"
+from .layer_meta import PLUGIN
 
 
 def make_demo_viewer(

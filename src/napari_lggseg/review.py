@@ -21,38 +21,28 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-META = "lggseg"
-TRACKED_ROLES = ("prediction", "corrections", "ground truth")
-
-
-def lgg_meta(layer) -> dict | None:
-    """The layer's ``metadata["lggseg"]`` dict, or None for a layer that is not an LGG patient's."""
-    meta = getattr(layer, "metadata", None)
-    if not isinstance(meta, dict):
-        return None
-    lgg = meta.get(META)
-    return lgg if isinstance(lgg, dict) and lgg.get("patient_id") else None
+from .layer_meta import MASK_ROLES, read_meta, unwrap_viewer
 
 
 def is_tracked(layer) -> bool:
     """A Labels layer of an LGG patient whose slices can be reviewed."""
-    lgg = lgg_meta(layer)
+    lgg = read_meta(layer)
     return (
         bool(lgg)
-        and lgg.get("role") in TRACKED_ROLES
+        and lgg.get("role") in MASK_ROLES
         and hasattr(getattr(layer, "events", None), "paint")
     )
 
 
 def reviewed_slices(layer) -> list[int]:
-    lgg = lgg_meta(layer) or {}
+    lgg = read_meta(layer) or {}
     return sorted(int(z) for z in lgg.get("reviewed_slices") or ())
 
 
 def mark_reviewed(layer, slices: Iterable[int]) -> list[int]:
     """Add ``slices`` (0-based, inside the volume) to the layer's reviewed slices; returns the
     ones that were new."""
-    lgg = lgg_meta(layer)
+    lgg = read_meta(layer)
     if lgg is None:
         raise ValueError(
             f"layer '{getattr(layer, 'name', layer)}' is not an LGG patient's mask (no 'lggseg' metadata)"
@@ -68,7 +58,7 @@ def mark_reviewed(layer, slices: Iterable[int]) -> list[int]:
 
 def is_touched(layer) -> bool:
     """The person has reviewed or edited this mask: replacing it would lose their work."""
-    lgg = lgg_meta(layer) or {}
+    lgg = read_meta(layer) or {}
     return bool(lgg.get("reviewed_slices")) or bool(lgg.get("edited"))
 
 
@@ -146,10 +136,10 @@ class ReviewTracker:
 
     def _on_paint(self, event) -> None:
         layer = event.source
-        if id(layer) in self._quiet or lgg_meta(layer) is None:
+        if id(layer) in self._quiet or read_meta(layer) is None:
             return
         slices = touched_slices(event.value, np.shape(layer.data))
-        lgg = lgg_meta(layer)
+        lgg = read_meta(layer)
         was_edited = bool(lgg.get("edited"))
         lgg["edited"] = True
         if mark_reviewed(layer, slices) or not was_edited:
@@ -157,7 +147,7 @@ class ReviewTracker:
 
     def _on_data(self, event) -> None:
         layer = event.source
-        lgg = lgg_meta(layer)
+        lgg = read_meta(layer)
         if id(layer) in self._quiet or lgg is None or lgg.get("edited"):
             return
         lgg["edited"] = True
@@ -199,7 +189,7 @@ _TRACKERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def tracker_for(viewer) -> ReviewTracker:
     """The one tracker of ``viewer`` (created on first use; lives as long as the viewer)."""
-    viewer = getattr(viewer, "__wrapped__", viewer)  # napari hands plugins a PublicOnlyProxy
+    viewer = unwrap_viewer(viewer)
     tracker = _TRACKERS.get(viewer)
     if tracker is None:
         tracker = _TRACKERS[viewer] = ReviewTracker(viewer.layers)

@@ -10,13 +10,8 @@ import weakref
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QComboBox, QProgressBar
 
-PROVIDER = "napari-lggseg"
-
-
-def real_viewer(viewer):
-    """napari hands dock widgets a ``PublicOnlyProxy``; runs are bound to layers by identity,
-    so the widgets keep the viewer itself (and use only its public API)."""
-    return getattr(viewer, "__wrapped__", viewer)
+from ..layer_meta import PLUGIN as PROVIDER
+from ..layer_meta import unwrap_viewer as real_viewer
 
 
 class Relay(QObject):

@@ -38,7 +38,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..review import lgg_meta, tracker_for
+from ..layer_meta import PLUGIN
+from ..layer_meta import read_meta as lgg_meta
+from ..patients import capture, find_patients, training_candidates
+from ..review import tracker_for
 from ._common import (
     Life,
     Progress,
@@ -51,10 +54,8 @@ from ._common import (
     register_task,
     segment_widget_for,
 )
-from ._patients import capture, find_patients, training_candidates
 from ._plot import EpochPlot
 
-PLUGIN = "napari-lggseg"
 UNITS = ("rounds", "epochs", "minutes")
 CORRECTED_LABEL = "Dice on corrected slices"
 

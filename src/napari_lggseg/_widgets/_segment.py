@@ -52,7 +52,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..review import TRACKED_ROLES, is_touched, lgg_meta, reviewed_slices, tracker_for
+from ..layer_meta import MASK_ROLES as TRACKED_ROLES
+from ..layer_meta import read_meta as lgg_meta
+from ..patients import capture, capture_mapping, find_patients, image_layers
+from ..review import is_touched, reviewed_slices, tracker_for
 from ._common import (
     Life,
     Progress,
@@ -65,7 +68,6 @@ from ._common import (
     register_segment_widget,
     register_task,
 )
-from ._patients import capture, capture_mapping, find_patients, image_layers
 
 MAP_LAYERS = "__map__"
 REVIEWED_MARK = "✓"

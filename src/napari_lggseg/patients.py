@@ -1,4 +1,5 @@
-"""Patients among a viewer's layers, and the arrays a run takes from them. No Qt.
+"""Patients among a viewer's layers, and the arrays a run takes from them. No Qt, and napari
+only inside :func:`image_layers`.
 
 A run is bound to its input when it starts: :func:`capture` copies references to the patient's
 arrays and its id into a :class:`RunInput`, so the worker never looks at the viewer again and a
@@ -11,8 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..lgg_io import SEQUENCES
-from ..review import lgg_meta, reviewed_slices
+from .layer_meta import MASK_ROLES, Role, read_meta
+from .lgg_io import SEQUENCES
+from .review import reviewed_slices
 
 
 @dataclass
@@ -35,7 +37,7 @@ def find_patients(layers) -> dict[str, PatientLayers]:
     """Patients in layer order (first seen first)."""
     out: dict[str, PatientLayers] = {}
     for layer in layers:
-        lgg = lgg_meta(layer)
+        lgg = read_meta(layer)
         if lgg is None:
             continue
         p = out.setdefault(lgg["patient_id"], PatientLayers(lgg["patient_id"]))
@@ -44,28 +46,26 @@ def find_patients(layers) -> dict[str, PatientLayers]:
         if not p.slice_files and lgg.get("slice_files"):
             p.slice_files = list(lgg["slice_files"])
         role = lgg.get("role")
-        if role == "image" and lgg.get("sequence") in SEQUENCES:
+        if role == Role.IMAGE and lgg.get("sequence") in SEQUENCES:
             p.images.setdefault(lgg["sequence"], layer)
-        elif role == "ground truth":
+        elif role == Role.GROUND_TRUTH:
             p.ground_truth = p.ground_truth or layer
-        elif role in ("prediction", "corrections"):
+        elif role in (Role.PREDICTION, Role.CORRECTIONS):
             p.masks.append(layer)
     return out
 
 
 def patient_of(layer) -> str | None:
-    lgg = lgg_meta(layer)
+    lgg = read_meta(layer)
     return lgg["patient_id"] if lgg else None
 
 
 def image_layers(layers) -> list:
     """Layers usable as one sequence: 3-D grayscale images (Z, H, W)."""
+    from napari.layers import Image
+
     return [
-        lyr
-        for lyr in layers
-        if getattr(lyr, "_type_string", "") == "image"
-        and not getattr(lyr, "rgb", False)
-        and np.ndim(lyr.data) == 3
+        lyr for lyr in layers if isinstance(lyr, Image) and not lyr.rgb and np.ndim(lyr.data) == 3
     ]
 
 
@@ -85,7 +85,7 @@ class RunInput:
 
     def volume(self) -> np.ndarray:
         """(Z, H, W, 3) in LGG order; a missing pre/post-contrast is filled with FLAIR."""
-        from ..preprocess import assemble_channels
+        from .preprocess import assemble_channels
 
         return assemble_channels(self.flair, self.pre, self.post)
 
@@ -115,7 +115,7 @@ def capture_mapping(flair, pre=None, post=None, truth=None) -> RunInput:
     """A run's input from image layers the person mapped to FLAIR / pre / post-contrast."""
     if flair is None:
         raise ValueError("choose the layer that holds FLAIR")
-    lgg = lgg_meta(flair) or {}
+    lgg = read_meta(flair) or {}
     return _run_input(
         lgg.get("patient_id") or flair.name,
         flair,
@@ -156,8 +156,8 @@ def training_candidates(layers) -> list[tuple[object, PatientLayers, list[int]]]
     patients = find_patients(layers)
     out = []
     for layer in layers:
-        lgg = lgg_meta(layer)
-        if lgg is None or lgg.get("role") not in ("prediction", "corrections", "ground truth"):
+        lgg = read_meta(layer)
+        if lgg is None or lgg.get("role") not in MASK_ROLES:
             continue
         rs = reviewed_slices(layer)
         if rs:
