@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import staged_folder
 
 SEQUENCES = ("pre-contrast", "FLAIR", "post-contrast")
 FLAIR = 1
@@ -364,38 +364,18 @@ def write_corrections(
         **(extra or {}),
     }
     binary = (mask > 0).astype(np.uint8) * 255
+    names = [f"{patient_id}_{n}_mask.tif" for n in files.slice_numbers]
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-        os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide the corrections from colleagues
+        # staged beside ``out`` and renamed into place; earlier corrections are swapped out whole
+        # (and put back on failure), so a reader never sees a mix of old and new masks
+        with staged_folder(out, replace=True) as staging:
+            for name, sl in zip(names, binary):
+                tifffile.imwrite(staging / name, sl, compression="zlib")
+            (staging / SIDECAR).write_text(json.dumps(sidecar, indent=2))
     except OSError as exc:
         raise LGGWriteError(
             f"{out}: cannot write corrections here ({exc.strerror or exc})"
         ) from exc
-    try:
-        names = [f"{patient_id}_{n}_mask.tif" for n in files.slice_numbers]
-        for name, sl in zip(names, binary):
-            tifffile.imwrite(staging / name, sl, compression="zlib")
-        (staging / SIDECAR).write_text(json.dumps(sidecar, indent=2))
-        if not out.exists():
-            os.replace(staging, out)  # a brand-new folder appears whole or not at all
-            return out / SIDECAR
-        # earlier corrections: swap the whole folder, putting the old one back on failure, so a
-        # reader never sees a mix of old and new masks
-        backup = staging.with_name(staging.name + "-old")
-        os.replace(out, backup)
-        try:
-            os.replace(staging, out)
-        except OSError:
-            os.replace(backup, out)
-            raise
-        shutil.rmtree(backup, ignore_errors=True)
-    except OSError as exc:
-        raise LGGWriteError(
-            f"{out}: cannot write corrections here ({exc.strerror or exc})"
-        ) from exc
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out / SIDECAR
 
 

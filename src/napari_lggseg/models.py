@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .atomic import staged_folder, write_text
+
 SHIPPED_DIR = Path(__file__).parent / "weights"
 WEIGHTS = "model.safetensors"
 CARD = "card.json"
@@ -202,46 +204,120 @@ def check_name(name: str) -> str:
     return name
 
 
+def _write_model_folder(folder: Path, state_dict: dict, card: dict, name: str, half: bool) -> dict:
+    """Weights and card into an (empty, staging) folder; returns the card as written."""
+    import torch
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for k, v in state_dict.items():
+        v = v.detach().cpu()
+        if half and v.is_floating_point() and not k.endswith(("running_var", "running_mean")):
+            v = v.to(torch.float16)
+        tensors[k] = v.contiguous()
+    save_file(tensors, str(folder / WEIGHTS))
+    card = dict(card)
+    card.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    card["name"] = name
+    card["sha256"] = sha256_of(folder / WEIGHTS)
+    (folder / CARD).write_text(json.dumps(card, indent=2))
+    return card
+
+
 def save_model(
     state_dict: dict, card: dict, name: str, root: Path | None = None, half: bool = False
 ) -> ModelInfo:
     """Write a new model folder atomically (staged, then renamed); refuses an existing name."""
-    import torch
-    from safetensors.torch import save_file
-
     check_name(name)
     root = Path(root) if root else user_model_dir()
     final = root / name
     if final.exists() or any(i.name == name for i in list_models()):
         raise ModelError(f"a model named {name!r} already exists: choose another name")
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
-    try:
-        tensors = {}
-        for k, v in state_dict.items():
-            v = v.detach().cpu()
-            if half and v.is_floating_point() and not k.endswith(("running_var", "running_mean")):
-                v = v.to(torch.float16)
-            tensors[k] = v.contiguous()
-        save_file(tensors, str(staging / WEIGHTS))
-        card = dict(card)
-        card.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        card["name"] = name
-        card["sha256"] = sha256_of(staging / WEIGHTS)
-        (staging / CARD).write_text(json.dumps(card, indent=2))
-        _make_readable(staging)
-        os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with staged_folder(final) as staging:
+        card = _write_model_folder(staging, state_dict, card, name, half)
     return ModelInfo(name, final, card, shipped=False)
 
 
-def _make_readable(folder: Path) -> None:
-    """mkdtemp makes 0700 folders; a model folder is ordinary data."""
-    os.chmod(folder, 0o755)
-    for f in folder.iterdir():
-        os.chmod(f, 0o644)
+@dataclass
+class SavedModel:
+    """Where a trained model went: the store (``info``), or when the store failed (``error``) a
+    complete importable folder (``fallback``), or nowhere (both None: the error says why)."""
+
+    name: str
+    info: ModelInfo | None = None
+    fallback: Path | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.info is not None
+
+    def message(self) -> str:
+        """One sentence for the terminal and the widget."""
+        if self.info is not None:
+            return f"saved model {self.info.name} in {self.info.path}"
+        if self.fallback is not None:
+            return (
+                f"could not save model {self.name} in the model store ({self.error}); a complete "
+                f"copy is in {self.fallback}: add it with `lggseg models import {self.fallback}`"
+            )
+        return f"could not save model {self.name} anywhere: {self.error}"
+
+
+def unsaved_model_dir() -> Path:
+    """Where a trained model goes when the store cannot take it (``$LGGSEG_UNSAVED_DIR`` in tests)."""
+    env = os.environ.get("LGGSEG_UNSAVED_DIR")
+    if env:
+        return Path(env)
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("napari-lggseg", appauthor=False)) / "unsaved-models"
+
+
+def _save_failure(exc: BaseException) -> str | None:
+    """Why saving failed, when it is the disk's or the store's fault (else None: a bug)."""
+    from safetensors import SafetensorError
+
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return where + (exc.strerror or str(exc))
+    if isinstance(exc, (ModelError, SafetensorError)):
+        return str(exc)
+    return None
+
+
+def _save_fallback(state_dict: dict, card: dict, name: str) -> tuple[Path | None, str | None]:
+    """A complete model folder under the user data folder, else the system temp folder."""
+    errors = []
+    for root in (unsaved_model_dir(), Path(tempfile.gettempdir()) / "napari-lggseg-unsaved-models"):
+        target, k = root / name, 2
+        while target.exists():
+            target, k = root / f"{name}-{k}", k + 1
+        try:
+            with staged_folder(target) as staging:
+                _write_model_folder(staging, state_dict, card, target.name, half=False)
+            return target, None
+        except Exception as exc:
+            why = _save_failure(exc)
+            if why is None:
+                raise
+            errors.append(why)
+    return None, "; ".join(errors)
+
+
+def save_trained_model(state_dict: dict, card: dict, name: str) -> SavedModel:
+    """Save a just-trained model under ``name`` (or the next free version of it) so that it is
+    never lost: when the store is read-only or the disk is full, a complete importable folder
+    goes to :func:`unsaved_model_dir` (or the system temp folder). Training paths call this."""
+    try:
+        final = unique_name(name)
+        return SavedModel(final, info=save_model(state_dict, card, final))
+    except Exception as exc:
+        error = _save_failure(exc)
+        if error is None:
+            raise
+    fallback, also = _save_fallback(state_dict, card, name)
+    return SavedModel(name, fallback=fallback, error=error if also is None else f"{error}; {also}")
 
 
 def _user_info(name: str) -> ModelInfo:
@@ -264,9 +340,7 @@ def rename_model(name: str, new_name: str) -> ModelInfo:
 
 
 def _write_card(folder: Path, card: dict) -> None:
-    tmp = folder / f".{CARD}.tmp"
-    tmp.write_text(json.dumps(card, indent=2))
-    os.replace(tmp, folder / CARD)
+    write_text(folder / CARD, json.dumps(card, indent=2))
 
 
 def delete_model(name: str) -> None:
@@ -296,18 +370,10 @@ def import_model(folder: str | os.PathLike, name: str | None = None) -> ModelInf
     name = check_name(name or info.name)
     if any(i.name == name for i in list_models()):
         raise ModelError(f"a model named {name!r} already exists: import it under another name")
-    root = user_model_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
-    try:
+    with staged_folder(user_model_dir() / name) as staging:
         for f in (WEIGHTS, CARD):
             shutil.copy2(src / f, staging / f)
-        _write_card(staging, dict(info.card, name=name))
-        _make_readable(staging)
-        os.replace(staging, root / name)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        write_text(staging / CARD, json.dumps(dict(info.card, name=name), indent=2))
     return get_model(name)
 
 
