@@ -106,3 +106,40 @@ def test_images_and_foreign_labels_are_not_tracked():
     plain = viewer.add_labels(np.zeros((3, 8, 8), np.uint8))
     plain.paint((1, 4, 4), 1)
     assert "lggseg" not in plain.metadata and tracker._connected == {}
+
+
+# ------------------------------------------------------------------ undo (issue 13)
+
+
+def test_undoing_the_only_edit_of_a_slice_unmarks_it_and_redo_marks_it_again():
+    layer = _prediction()
+    viewer, tracker, seen = _tracked(layer)
+    layer.selected_label = 1
+    layer.brush_size = 3
+    layer.paint((2, 10, 10), 1)
+    layer.paint((4, 10, 10), 1)
+    assert reviewed_slices(layer) == [2, 4]
+    layer.undo()  # Ctrl-Z: the stroke on slice 4 is gone, so is its review
+    assert not layer.data[4].any()
+    assert reviewed_slices(layer) == [2], "an undone edit must not be learned from"
+    assert layer in seen[-1:]
+    layer.undo()
+    assert reviewed_slices(layer) == [] and not is_touched(layer), "nothing of the person's left"
+    layer.redo()
+    assert reviewed_slices(layer) == [2] and is_touched(layer)
+
+
+def test_undo_keeps_slices_marked_by_hand_and_slices_with_other_edits():
+    layer = _prediction()
+    viewer, tracker, _ = _tracked(layer)
+    layer.selected_label = 1
+    layer.brush_size = 3
+    tracker.mark(layer, [3])  # "Mark slice reviewed": the person said so
+    layer.paint((3, 10, 10), 1)
+    layer.paint((5, 4, 4), 1)
+    layer.paint((5, 15, 15), 1)  # two strokes on slice 5
+    layer.undo()  # undoes only the second stroke on 5
+    assert reviewed_slices(layer) == [3, 5]
+    layer.undo()
+    layer.undo()  # the stroke on 3: marked by hand, stays reviewed
+    assert reviewed_slices(layer) == [3]
