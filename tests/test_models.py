@@ -192,3 +192,172 @@ def test_download_reference_offline_is_a_clear_error(store, monkeypatch):
     assert "could not download the reference weights" in msg and "offline" in msg
     assert models.REFERENCE_URL in msg
     assert models.list_models() == []
+
+
+# --------------------------------------------------------------------------- bad models
+
+
+def _write_raw_model(folder, card, weights: bytes | None = None) -> None:
+    """A model folder written by hand (as a user or another tool might), hash made to match."""
+    from safetensors.torch import save as save_bytes
+
+    folder.mkdir(parents=True)
+    data = weights if weights is not None else save_bytes(_weights())
+    (folder / models.WEIGHTS).write_bytes(data)
+    if isinstance(card, dict):
+        import hashlib
+
+        card = json.dumps(dict(card, sha256=hashlib.sha256(data).hexdigest()))
+    (folder / models.CARD).write_text(card)
+
+
+BAD_CARDS = {
+    "not an object": ("[1, 2, 3]", "not a JSON object"),
+    "missing key": (json.dumps({"architecture": _card()["architecture"]}), "preprocessing"),
+    "unknown architecture": (
+        dict(_card(), architecture={"name": "resnet50", "width": 4, "in_channels": 3}),
+        "unknown architecture 'resnet50'",
+    ),
+    "truncated": (json.dumps(_card())[:40], "not valid JSON"),
+}
+
+
+def test_bad_cards_never_break_the_store(store):
+    user, shipped = store
+    _save("factory", root=shipped, default=True)
+    _save("good")
+    for k, (card, _) in enumerate(BAD_CARDS.values()):
+        _write_raw_model(user / f"bad-{k}", card)
+    assert [i.name for i in models.list_models()] == ["factory", "good"]  # usable models only
+    assert models.default_model_name() == "factory"
+    models.load_model("factory")
+    listed = models.list_models(unusable=True)
+    assert [i.name for i in listed][:2] == ["factory", "good"]
+    problems = {i.name: i.problem for i in listed if i.problem}
+    for k, (_, words) in enumerate(BAD_CARDS.values()):
+        name = f"bad-{k}"
+        assert words in problems[name], problems[name]
+        assert str(user / name / models.CARD) in problems[name]
+        with pytest.raises(models.ModelError, match=f"{name}.*unusable"):
+            models.load_model(name)
+        assert models.unique_name(name) == f"{name}-v2"  # its name stays taken
+        models.delete_model(name)
+    assert sorted(p.name for p in user.iterdir()) == ["good"]
+
+
+def test_unknown_architecture_is_never_built_as_a_unet(store):
+    with pytest.raises(models.ModelError, match="unknown architecture 'transformer'"):
+        models.build_model(dict(_card(), architecture={"name": "transformer", "width": 4}))
+
+
+def _exported(tmp_path, card=None, weights: bytes | None = None):
+    folder = tmp_path / "usb" / "theirs"
+    _write_raw_model(folder, card or _card(), weights)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["unknown architecture", "weights do not fit", "not safetensors", "card not an object"],
+)
+def test_import_checks_card_and_weights_before_accepting(store, tmp_path, case):
+    user, _ = store
+    if case == "unknown architecture":
+        folder = _exported(tmp_path, dict(_card(), architecture={"name": "vit", "width": 4}))
+        words, named = "unknown architecture 'vit'", models.CARD
+    elif case == "weights do not fit":
+        folder = _exported(
+            tmp_path, dict(_card(), architecture=dict(_card()["architecture"], width=8))
+        )
+        words, named = "do not fit", models.WEIGHTS
+    elif case == "not safetensors":
+        folder = _exported(tmp_path, weights=b"PK\x03\x04 a zip file, not safetensors" * 8)
+        words, named = "not a readable safetensors file", models.WEIGHTS
+    else:
+        folder = _exported(tmp_path, "[]")
+        words, named = "not a JSON object", models.CARD
+    with pytest.raises(models.ModelError) as err:
+        models.import_model(folder, name="imported")
+    assert words in str(err.value) and str(folder / named) in str(err.value), str(err.value)
+    assert not user.exists() or not any(user.iterdir()), "something was added to the store"
+
+
+def test_weights_that_do_not_fit_are_a_model_error(store):
+    user, _ = store
+    _write_raw_model(
+        user / "misfit", dict(_card(), architecture=dict(_card()["architecture"], width=8))
+    )
+    with pytest.raises(models.ModelError, match="do not fit") as err:
+        models.load_model("misfit")
+    assert str(user / "misfit" / models.WEIGHTS) in str(err.value)
+
+
+def test_staging_left_by_a_killed_process_is_cleaned_when_the_store_is_used(store):
+    """A process killed while saving leaves its staging folder; the next use of the store removes
+    it once that process is gone, and an old leftover of an earlier version once it is an hour old."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    user, _ = store
+    user.mkdir()
+    code = (
+        "import os, sys; from napari_lggseg.atomic import staged_folder\n"
+        "with staged_folder(sys.argv[1]) as s:\n"
+        "    (s / 'model.safetensors').write_bytes(b'half')\n"
+        "    os.kill(os.getpid(), 9)\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(user / "killed")], timeout=60)
+    old = user / ".earlier.tmp-k2j4h1x0"  # an earlier version's mkdtemp name
+    old.mkdir()
+    recent = user / ".recent.tmp-p0q9r8s7"
+    recent.mkdir()
+    hour_ago = time.time() - 2 * 3600
+    os.utime(old, (hour_ago, hour_ago))
+    assert len([p for p in user.iterdir() if p.name.startswith(".killed.tmp-")]) == 1
+    _save("fresh")
+    models.list_models()
+    assert sorted(p.name for p in user.iterdir()) == [".recent.tmp-p0q9r8s7", "fresh"]
+
+
+# --------------------------------------------------------------------------- trained models are kept
+
+
+def test_trained_model_goes_to_the_store(store):
+    saved = models.save_trained_model(_weights(), _card(), "run")
+    assert saved.ok and saved.info.name == "run" and saved.fallback is None
+    again = models.save_trained_model(_weights(1), _card(), "run")
+    assert again.info.name == "run-v2" and "saved model run-v2" in again.message()
+
+
+def test_trained_model_survives_a_store_that_cannot_take_it(store, tmp_path, monkeypatch):
+    """The store's folder is a file (as good as read-only, even for root): the model goes to the
+    fallback folder whole, and it imports."""
+    user, _ = store
+    user.write_text("not a folder")
+    unsaved = tmp_path / "unsaved"
+    monkeypatch.setenv("LGGSEG_UNSAVED_DIR", str(unsaved))
+    saved = models.save_trained_model(_weights(5), _card(), "precious")
+    assert not saved.ok and saved.fallback == unsaved / "precious"
+    assert str(user) in saved.error
+    assert str(saved.fallback) in saved.message() and "lggseg models import" in saved.message()
+    assert sorted(p.name for p in saved.fallback.iterdir()) == [models.CARD, models.WEIGHTS]
+    user.unlink()
+    info = models.import_model(saved.fallback)
+    assert info.name == "precious"
+    assert _same_weights(models.load_model("precious")[0].state_dict(), _weights(5))
+
+
+def test_trained_model_falls_back_to_the_temp_folder(store, tmp_path, monkeypatch):
+    import tempfile
+
+    user, _ = store
+    user.write_text("not a folder")
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file, so nothing can go under it")
+    monkeypatch.setenv("LGGSEG_UNSAVED_DIR", str(blocked / "unsaved"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    saved = models.save_trained_model(_weights(), _card(), "precious")
+    assert saved.fallback == tmp_path / "tmp" / "napari-lggseg-unsaved-models" / "precious"
+    assert (saved.fallback / models.WEIGHTS).is_file()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .atomic import staged_folder, write_text
+from .atomic import clean_stale, staged_folder, write_text
 
 SHIPPED_DIR = Path(__file__).parent / "weights"
 WEIGHTS = "model.safetensors"
@@ -29,6 +29,15 @@ REFERENCE_URL = (
     "https://github.com/mateuszbuda/brain-segmentation-pytorch/releases/download/v1.0/"
     "unet-e012d006.pt"
 )
+ARCHITECTURES = ("unet-buda2019",)
+REQUIRED_KEYS = ("architecture", "preprocessing", "sha256")
+_FIELD_TYPES = {
+    "sha256": str,
+    "metrics": dict,
+    "postprocessing": dict,
+    "created": str,
+    "parent": (str, type(None)),
+}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,80}$")
 
 
@@ -59,6 +68,7 @@ class ModelInfo:
     path: Path  # the model's folder
     card: dict
     shipped: bool
+    problem: str | None = None  # why this model cannot be used (a bad card); None when it can
 
     @property
     def val_dice(self) -> float | None:
@@ -86,48 +96,122 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def card_problem(card) -> str | None:
+    """What is wrong with a card, in words (None when the model can be built from it)."""
+    from .preprocess import Recipe
+
+    if not isinstance(card, dict):
+        return "not a JSON object"
+    missing = [k for k in REQUIRED_KEYS if k not in card]
+    if missing:
+        return f"no {' or '.join(map(repr, missing))} in the card"
+    arch = card["architecture"]
+    if not isinstance(arch, dict):
+        return "'architecture' is not an object"
+    if arch.get("name") not in ARCHITECTURES:
+        return f"unknown architecture {arch.get('name')!r} (known: {', '.join(ARCHITECTURES)})"
+    try:
+        width, in_channels = int(arch.get("width", 32)), int(arch.get("in_channels", 3))
+        recipe = Recipe.from_dict(card["preprocessing"])
+    except (TypeError, ValueError, AttributeError) as exc:
+        return f"unreadable 'architecture' or 'preprocessing' ({exc})"
+    if width < 1 or recipe.in_channels != in_channels:
+        return (
+            f"'preprocessing' makes {recipe.in_channels} input channels, the architecture "
+            f"takes {in_channels} (width {width})"
+        )
+    for key, types in _FIELD_TYPES.items():
+        if key in card and not isinstance(card[key], types):
+            return f"{key!r} has the wrong type ({type(card[key]).__name__})"
+    return _postprocessing_problem(card.get("postprocessing") or {})
+
+
+def _postprocessing_problem(post: dict) -> str | None:
+    from .metrics import POSTPROCESS_CHOICES
+
+    method = post.get("method")
+    if method is not None and method not in POSTPROCESS_CHOICES:
+        return f"unknown post-processing {method!r} (known: {', '.join(POSTPROCESS_CHOICES)})"
+    return None
+
+
 def _read_info(folder: Path, shipped: bool) -> ModelInfo | None:
-    card_path = folder / CARD
-    if not card_path.is_file() or not (folder / WEIGHTS).is_file():
+    """The model in ``folder`` (with its problem if its card is bad); None for other folders."""
+    card_path, weights = folder / CARD, folder / WEIGHTS
+    if not card_path.is_file():
+        if weights.is_file():
+            return ModelInfo(folder.name, folder, {}, shipped, f"{card_path}: missing")
         return None
     try:
-        card = json.loads(card_path.read_text())
-    except (OSError, ValueError):
-        return None
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        return ModelInfo(folder.name, folder, {}, shipped, f"{card_path}: cannot read it ({exc})")
+    except ValueError as exc:
+        return ModelInfo(folder.name, folder, {}, shipped, f"{card_path}: not valid JSON ({exc})")
+    problem = card_problem(card)
+    if problem is None and not weights.is_file():
+        return ModelInfo(folder.name, folder, card, shipped, f"{weights}: missing")
+    if problem is not None:
+        return ModelInfo(
+            folder.name,
+            folder,
+            card if isinstance(card, dict) else {},
+            shipped,
+            f"{card_path}: {problem}",
+        )
     return ModelInfo(folder.name, folder, card, shipped)
 
 
-def list_models() -> list[ModelInfo]:
-    """Shipped models first (default first), then the user's, newest last."""
+def list_models(unusable: bool = False) -> list[ModelInfo]:
+    """Shipped models first (default first), then the user's, newest last (unusable ones after
+    them). ``unusable`` also
+    lists models whose card is bad (their ``problem`` says why), so they can be shown and deleted."""
     out: list[ModelInfo] = []
     for root, shipped in ((SHIPPED_DIR, True), (user_model_dir(), False)):
-        if root.is_dir():
-            infos = [
-                i
-                for p in sorted(root.iterdir())
-                if p.is_dir() and not p.name.startswith(".")
-                if (i := _read_info(p, shipped))
-            ]
-            if shipped:
-                infos.sort(key=lambda i: (not i.card.get("default", False), i.name))
-            else:
-                infos.sort(key=lambda i: i.card.get("created", ""))
-            out += infos
+        if not root.is_dir():
+            continue
+        if not shipped:
+            clean_stale(root, legacy=True)  # leftovers of a killed save or import
+        infos = [
+            i
+            for p in sorted(root.iterdir())
+            if p.is_dir() and not p.name.startswith(".")
+            if (i := _read_info(p, shipped)) and (unusable or i.problem is None)
+        ]
+        if shipped:
+            infos.sort(key=lambda i: (not i.card.get("default", False), i.name))
+        else:
+            infos.sort(key=lambda i: (i.problem is not None, str(i.card.get("created", ""))))
+        out += infos
     return out
 
 
-def get_model(name: str) -> ModelInfo:
-    """A model by name (or by the path of its folder)."""
-    p = Path(name)
-    if p.is_dir() and (p / CARD).is_file():
-        info = _read_info(p, shipped=False)
-        if info:
-            return info
-    for info in list_models():
+def _find(name: str) -> ModelInfo:
+    """A model by name, usable or not."""
+    for info in list_models(unusable=True):
         if info.name == name:
             return info
     names = ", ".join(i.name for i in list_models()) or "none"
     raise ModelError(f"unknown model {name!r} (available: {names})")
+
+
+def _usable(info: ModelInfo) -> ModelInfo:
+    if info.problem:
+        raise ModelError(
+            f"model {info.name!r} is unusable: {info.problem}"
+            + ("" if info.shipped else f" (remove it with `lggseg models delete {info.name}`)")
+        )
+    return info
+
+
+def get_model(name: str) -> ModelInfo:
+    """A usable model by name (or by the path of its folder)."""
+    p = Path(name)
+    if p.is_dir() and (p / CARD).is_file():
+        info = _read_info(p, shipped=False)
+        if info:
+            return _usable(info)
+    return _usable(_find(name))
 
 
 def default_model_name(device_type: str = "cpu") -> str:
@@ -150,6 +234,7 @@ def default_model_name(device_type: str = "cpu") -> str:
 
 def load_state_dict(info: ModelInfo) -> dict:
     """Weights as float32 tensors, after checking the file's hash against the card."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = info.path / WEIGHTS
@@ -160,14 +245,22 @@ def load_state_dict(info: ModelInfo) -> dict:
             f"{path}: weights do not match the sha256 in {info.path / CARD} "
             f"(damaged or edited file; expected {expected}, found {actual})"
         )
-    sd = load_file(str(path))
+    try:
+        sd = load_file(str(path))
+    except SafetensorError as exc:
+        raise ModelError(f"{path}: not a readable safetensors file ({exc})") from exc
     return {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
 
 
 def build_model(card: dict):
+    """The network a card describes; an unknown architecture is refused, never guessed."""
     from .unet import UNet
 
     arch = card.get("architecture", {})
+    if arch.get("name") not in ARCHITECTURES:
+        raise ModelError(
+            f"unknown architecture {arch.get('name')!r} (known: {', '.join(ARCHITECTURES)})"
+        )
     return UNet(
         in_channels=int(arch.get("in_channels", 3)),
         out_channels=1,
@@ -177,18 +270,25 @@ def build_model(card: dict):
 
 def load_model(name: str):
     """(network in eval mode on the CPU, ModelInfo)."""
+    info = get_model(name)
+    return _built(info), info
+
+
+def _built(info: ModelInfo):
+    """The network of a model with its weights (hash-checked, strictly fitted), in eval mode."""
     from .unet import load_state_dict_strict
 
-    info = get_model(name)
     model = build_model(info.card)
-    load_state_dict_strict(model, load_state_dict(info), source=str(info.path / WEIGHTS))
-    model.eval()
-    return model, info
+    try:
+        load_state_dict_strict(model, load_state_dict(info), source=str(info.path / WEIGHTS))
+    except ValueError as exc:  # names the file and the keys or shapes that do not fit
+        raise ModelError(str(exc)) from exc
+    return model.eval()
 
 
 def unique_name(base: str) -> str:
     """``base`` or ``base-v2``, ``base-v3``... so a new version never replaces an old one."""
-    taken = {i.name for i in list_models()}
+    taken = {i.name for i in list_models(unusable=True)}
     if base not in taken:
         return base
     stem = re.sub(r"-v\d+$", "", base)
@@ -231,7 +331,7 @@ def save_model(
     check_name(name)
     root = Path(root) if root else user_model_dir()
     final = root / name
-    if final.exists() or any(i.name == name for i in list_models()):
+    if final.exists() or any(i.name == name for i in list_models(unusable=True)):
         raise ModelError(f"a model named {name!r} already exists: choose another name")
     with staged_folder(final) as staging:
         card = _write_model_folder(staging, state_dict, card, name, half)
@@ -321,16 +421,16 @@ def save_trained_model(state_dict: dict, card: dict, name: str) -> SavedModel:
 
 
 def _user_info(name: str) -> ModelInfo:
-    info = get_model(name)
+    info = _find(name)
     if info.shipped:
         raise ModelError(f"{name!r} is a shipped model: it cannot be renamed or deleted")
     return info
 
 
 def rename_model(name: str, new_name: str) -> ModelInfo:
-    info = _user_info(name)
+    info = _usable(_user_info(name))
     check_name(new_name)
-    if any(i.name == new_name for i in list_models()):
+    if any(i.name == new_name for i in list_models(unusable=True)):
         raise ModelError(f"a model named {new_name!r} already exists")
     card = dict(info.card, name=new_name)
     target = info.path.parent / new_name
@@ -364,11 +464,13 @@ def import_model(folder: str | os.PathLike, name: str | None = None) -> ModelInf
     """Copy an exported model folder into the user store after checking its hash."""
     src = Path(folder)
     info = _read_info(src, shipped=False)
-    if info is None:
+    if info is None or not (src / WEIGHTS).is_file():
         raise ModelError(f"{src}: not a model folder (needs {WEIGHTS} and {CARD})")
-    load_state_dict(info)  # verifies the hash
+    if info.problem:
+        raise ModelError(f"{src}: not imported: {info.problem}")
+    _built(info)  # the hash matches and the weights fit the architecture
     name = check_name(name or info.name)
-    if any(i.name == name for i in list_models()):
+    if any(i.name == name for i in list_models(unusable=True)):
         raise ModelError(f"a model named {name!r} already exists: import it under another name")
     with staged_folder(user_model_dir() / name) as staging:
         for f in (WEIGHTS, CARD):
