@@ -177,6 +177,38 @@ def through_plane_slices(n_slices: int, spacing_z: float, target: float | None) 
     return max(1, int(round(n_slices * spacing_z / target)))
 
 
+class GridsApartError(ValueError):
+    """Two grids that (nearly) do not overlap in world space."""
+
+
+MIN_OVERLAP = 0.05  # fraction of a target grid another volume must cover to be resampled onto it
+
+
+def resample_onto(data: np.ndarray, affine, target_affine, target_shape) -> np.ndarray:
+    """Resample ``data`` (voxels on ``affine``) onto another grid through world coordinates
+    (trilinear; outside ``data``: its minimum, its background). No registration: the headers
+    must be right. Raises GridsApartError when the grids hardly overlap."""
+    from scipy import ndimage
+
+    to_src = np.linalg.inv(np.asarray(affine, float)) @ np.asarray(target_affine, float)
+    probe = np.stack(
+        np.meshgrid(*[np.linspace(0, s - 1, 9) for s in target_shape], indexing="ij"), -1
+    ).reshape(-1, 3)
+    src = probe @ to_src[:3, :3].T + to_src[:3, 3]
+    inside = ((src >= -0.5) & (src <= np.array(data.shape) - 0.5)).all(axis=1).mean()
+    if inside < MIN_OVERLAP:
+        raise GridsApartError(f"it covers {inside:.0%} of the target grid")
+    return ndimage.affine_transform(
+        data,
+        to_src[:3, :3],
+        offset=to_src[:3, 3],
+        output_shape=tuple(target_shape),
+        order=1,
+        mode="constant",
+        cval=float(data.min()),
+    ).astype(np.float32)
+
+
 # --------------------------------------------------------------------------- segmenting
 
 

@@ -11,24 +11,21 @@ pre- or post-contrast T1 is replaced by the FLAIR, as the LGG set did and the mo
 :mod:`geometry` -- ``(Z, Y, X)``: axial slices from foot to head, front at the top of each slice,
 patient's right on the left -- obtained from the file's voxels by axis permutations and flips
 only (no interpolation). Other sequences are resampled onto the FLAIR's grid through their
-affines when their grids differ. :func:`save_mask` maps a mask back to the FLAIR's voxel order
-and writes it with the FLAIR's exact header geometry (affine, qform/sform and their codes,
-voxel sizes), so it opens aligned in ITK-SNAP, 3D Slicer and FSLeyes.
+affines when their grids differ. :func:`napari_lggseg.scan_masks.save_mask` maps a mask back to
+the FLAIR's voxel order and writes it with the FLAIR's exact header geometry.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from .geometry import Orientation, spacing_of
+from .geometry import GridsApartError, Orientation, resample_onto, spacing_of
 
 SUFFIXES = (".nii.gz", ".nii")
 PRE, FLAIR_SEQ, POST, T2, LABEL = "pre-contrast", "FLAIR", "post-contrast", "T2", "label"
@@ -44,9 +41,7 @@ _WORDS = {
 }
 MASK_SUFFIX = "_mask.nii.gz"  # what save_mask writes, with a sidecar of the same stem
 MASK_SIDECAR_SUFFIX = "_mask.json"
-MASK_FORMAT = "napari-lggseg nifti mask"
 LARGE_VOXELS = 40_000_000  # per sequence (160 MB as float32): warn before reading
-_MIN_OVERLAP = 0.05  # fraction of the FLAIR grid another sequence must cover
 
 
 class ScanFormatError(ValueError):
@@ -87,7 +82,8 @@ def sequence_of(name: str) -> str | None:
     return None
 
 
-def _nifti_files(folder: Path) -> list[Path]:
+def nifti_files(folder: Path) -> list[Path]:
+    """The NIfTI files directly in ``folder``, sorted."""
     return sorted(Path(e.path) for e in os.scandir(folder) if is_nifti_name(e.name) and e.is_file())
 
 
@@ -105,7 +101,7 @@ def is_case_folder(path: str | os.PathLike) -> bool:
     """A folder holding NIfTI files directly (saved-mask folders excluded). Never raises."""
     try:
         path = Path(path)
-        return path.is_dir() and not is_mask_folder(path) and bool(_nifti_files(path))
+        return path.is_dir() and not is_mask_folder(path) and bool(nifti_files(path))
     except OSError:
         return False
 
@@ -152,7 +148,7 @@ def case_files(path: str | os.PathLike) -> CaseFiles:
     found: dict[str, Path] = {}
     ignored = []
     unnamed = []
-    for f in _nifti_files(path):
+    for f in nifti_files(path):
         seq = sequence_of(f.name)
         if seq is None:
             unnamed.append(f)
@@ -226,7 +222,8 @@ class ScanCase:
         return tuple(self.image.shape[:3])
 
 
-def _load(path: Path):
+def load_nifti(path: Path):
+    """nibabel's image (header and a proxy of the voxels); ScanFormatError if it is not NIfTI."""
     import nibabel as nib
 
     try:
@@ -242,7 +239,8 @@ def _load(path: Path):
     return img
 
 
-def _check_geometry(img, path: Path) -> tuple[int, int, int]:
+def volume_shape(img, path: Path) -> tuple[int, int, int]:
+    """The 3-D shape of a NIfTI image; ScanFormatError for 2-D, 4-D, empty or unplaceable."""
     shape = tuple(int(s) for s in img.shape)
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]  # a singleton 4th (5th...) axis is a 3-D volume
@@ -293,32 +291,17 @@ def _warn_if_large(shape, path: Path, n_files: int, notes: list[str]) -> None:
 
 
 def _onto_flair_grid(data, affine, flair_affine, flair_shape, path: Path) -> np.ndarray:
-    """Resample ``data`` (on ``affine``) onto the FLAIR's grid through world coordinates."""
-    from scipy import ndimage
-
-    to_src = np.linalg.inv(affine) @ flair_affine
-    probe = np.stack(
-        np.meshgrid(*[np.linspace(0, s - 1, 9) for s in flair_shape], indexing="ij"), -1
-    ).reshape(-1, 3)
-    src = probe @ to_src[:3, :3].T + to_src[:3, 3]
-    inside = ((src >= -0.5) & (src <= np.array(data.shape) - 0.5)).all(axis=1).mean()
-    if inside < _MIN_OVERLAP:
+    try:
+        return resample_onto(data, affine, flair_affine, flair_shape)
+    except GridsApartError as exc:
         raise ScanFormatError(
-            f"{path}: does not overlap the FLAIR in space ({inside:.0%} of the FLAIR's volume); "
-            "sequences of different patients in one folder, or a broken header?"
-        )
-    return ndimage.affine_transform(
-        data,
-        to_src[:3, :3],
-        offset=to_src[:3, 3],
-        output_shape=flair_shape,
-        order=1,
-        mode="constant",
-        cval=float(data.min()),
-    ).astype(np.float32)
+            f"{path}: does not overlap the FLAIR in space ({exc}); sequences of different "
+            "patients in one folder, or a broken header?"
+        ) from None
 
 
-def _same_grid(a: np.ndarray, b: np.ndarray) -> bool:
+def same_grid(a: np.ndarray, b: np.ndarray) -> bool:
+    """Two affines equal to a micrometre."""
     return bool(np.allclose(a, b, atol=1e-3))
 
 
@@ -330,8 +313,8 @@ def read_case(path: str | os.PathLike, all_sequences: bool = False) -> ScanCase:
 
     found = case_files(path)
     files = found.files
-    ref = _load(files[FLAIR_SEQ])
-    shape = _check_geometry(ref, files[FLAIR_SEQ])
+    ref = load_nifti(files[FLAIR_SEQ])
+    shape = volume_shape(ref, files[FLAIR_SEQ])
     notes: list[str] = [f"ignored {p.name}: its name says no sequence" for p in found.ignored]
     wanted = [s for s in (PRE, POST, T2) if s in files and (all_sequences or s != T2)]
     _warn_if_large(shape, files[FLAIR_SEQ], 1 + len(wanted), notes)
@@ -340,9 +323,9 @@ def read_case(path: str | os.PathLike, all_sequences: bool = False) -> ScanCase:
     flair = _read_array(ref, files[FLAIR_SEQ], shape)
     volumes: dict[str, np.ndarray] = {}
     for seq in wanted:
-        img = _load(files[seq])
-        data = _read_array(img, files[seq], _check_geometry(img, files[seq]))
-        if data.shape != shape or not _same_grid(img.affine, ref.affine):
+        img = load_nifti(files[seq])
+        data = _read_array(img, files[seq], volume_shape(img, files[seq]))
+        if data.shape != shape or not same_grid(img.affine, ref.affine):
             data = _onto_flair_grid(data, img.affine, ref.affine, shape, files[seq])
             notes.append(
                 f"{seq} ({files[seq].name}) resampled onto the FLAIR's grid through the files' "
@@ -371,14 +354,14 @@ def read_case(path: str | os.PathLike, all_sequences: bool = False) -> ScanCase:
 
 
 def _read_label(path: Path, shape, flair_affine, notes: list[str]) -> np.ndarray:
-    img = _load(path)
-    lshape = _check_geometry(img, path)
+    img = load_nifti(path)
+    lshape = volume_shape(img, path)
     if lshape != shape:
         raise ScanFormatError(
             f"{path}: label of shape {lshape}, but the FLAIR has {shape}; a label file must be "
             "on the FLAIR's grid"
         )
-    if not _same_grid(img.affine, flair_affine):
+    if not same_grid(img.affine, flair_affine):
         notes.append(f"{path.name}: its affine differs from the FLAIR's; voxels taken as aligned")
     try:
         data = np.asanyarray(img.dataobj).reshape(shape)
@@ -387,187 +370,3 @@ def _read_label(path: Path, shape, flair_affine, notes: list[str]) -> np.ndarray
             f"{path}: cannot read the voxels ({type(exc).__name__}: {exc})"
         ) from exc
     return (data > 0).astype(np.uint8)
-
-
-# --------------------------------------------------------------------------- masks
-
-
-def mask_paths(out_folder: str | os.PathLike, case_id: str) -> tuple[Path, Path]:
-    """``<out>/<case>_mask.nii.gz`` and its sidecar ``<out>/<case>_mask.json``."""
-    out = Path(out_folder)
-    return out / f"{case_id}{MASK_SUFFIX}", out / f"{case_id}{MASK_SIDECAR_SUFFIX}"
-
-
-def _read_sidecar(path: Path) -> dict:
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ScanFormatError(f"{path}: no sidecar beside the mask") from None
-    except (OSError, ValueError) as exc:
-        raise ScanFormatError(f"{path}: cannot read the sidecar ({exc})") from exc
-    if not isinstance(meta, dict) or meta.get("format") != MASK_FORMAT:
-        raise ScanFormatError(f"{path}: not a napari-lggseg mask sidecar")
-    return meta
-
-
-def _check_mask_target(out: Path, case: ScanCase, kind: str) -> None:
-    sources = {p.parent.resolve() for p in case.files.values()}
-    if out.exists() and not out.is_dir():
-        raise ScanWriteError(f"{out}: exists and is not a folder; masks are saved into a folder")
-    if out.resolve() in sources:
-        raise ScanWriteError(
-            f"{out}: this folder holds the scans of {case.case_id}; masks go to a folder of "
-            "their own so the source files are never touched"
-        )
-    if not out.is_dir():
-        return
-    scans = [p.name for p in _nifti_files(out) if not p.name.endswith(MASK_SUFFIX)]
-    if scans:
-        raise ScanWriteError(
-            f"{out}: this folder holds scans ({scans[0]}); save masks to a new folder or one "
-            "holding only saved masks"
-        )
-    mask_file, sidecar = mask_paths(out, case.case_id)
-    if kind == "prediction" and sidecar.is_file():
-        try:
-            earlier = json.loads(sidecar.read_text()).get("kind")
-        except (OSError, ValueError, AttributeError):
-            earlier = "unknown"
-        if earlier != "prediction":
-            raise ScanWriteError(
-                f"{mask_file}: holds {earlier or 'unknown'} masks of {case.case_id}; a prediction "
-                "never replaces them: choose another folder"
-            )
-
-
-def mask_image(case: ScanCase, mask: np.ndarray):
-    """A (Z, Y, X) mask -> a uint8 0/1 NIfTI image with the FLAIR's header geometry (affine,
-    qform/sform and codes, voxel sizes, units) in the FLAIR's voxel order."""
-    ref = case.reference
-    header = ref.header.copy()
-    data = case.orientation.to_file((np.asarray(mask) > 0).astype(np.uint8))
-    img = type(ref)(data, ref.affine, header)  # the header's own affine: codes kept as they are
-    img.header.set_data_dtype(np.uint8)
-    img.header.set_slope_inter(1.0, 0.0)
-    img.header["cal_min"], img.header["cal_max"] = 0.0, 1.0
-    img.header["descrip"] = b"napari-lggseg tumour mask"
-    img.header["intent_code"] = 0  # a label image, whatever the FLAIR's intent was
-    return img
-
-
-def save_mask(
-    case: ScanCase,
-    mask: np.ndarray,
-    out_folder: str | os.PathLike,
-    *,
-    kind: str = "prediction",
-    reviewed_slices=(),
-    model: str | None = None,
-    whole_volume_reviewed: bool = False,
-    extra: dict | None = None,
-) -> Path:
-    """Write ``mask`` (Z, Y, X on the case's grid; > 0 is tumour) as ``<out>/<case>_mask.nii.gz``
-    plus a JSON sidecar (kind ``prediction`` or ``corrections``, reviewed slices as 0-based
-    indices along Z, model, source files), each atomically; returns the mask's path.
-
-    Refuses the case's own folder, a folder holding scans, and a prediction over earlier
-    corrections. Shapes must match: a mask of another case is refused.
-    """
-    from .atomic import staged_file, write_text
-
-    mask = np.asarray(mask)
-    if mask.shape != case.shape:
-        raise ScanFormatError(
-            f"mask of shape {mask.shape} for {case.case_id}, whose scan has {case.shape} "
-            "voxels: refusing to save a mask of another scan"
-        )
-    if kind not in ("prediction", "corrections"):
-        raise ValueError(f"kind must be 'prediction' or 'corrections', not {kind!r}")
-    out = Path(out_folder)
-    _check_mask_target(out, case, kind)
-    reviewed = sorted({int(i) for i in reviewed_slices})
-    if any(i < 0 or i >= case.shape[0] for i in reviewed):
-        raise ValueError(f"reviewed slice indices {reviewed} outside 0..{case.shape[0] - 1}")
-    sidecar = {
-        "format": MASK_FORMAT,
-        "version": 1,
-        "case_id": case.case_id,
-        "kind": kind,
-        "source": str(case.source.resolve()),
-        "source_files": {seq: str(p.resolve()) for seq, p in case.files.items()},
-        "shape": list(case.reference.shape[:3]),
-        "slice_axis": "Z of the model orientation (axial, foot to head)",
-        "reviewed_slices": reviewed,
-        "whole_volume_reviewed": bool(whole_volume_reviewed),
-        "model": model,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **(extra or {}),
-    }
-    mask_file, sidecar_file = mask_paths(out, case.case_id)
-    img = mask_image(case, mask)
-    try:
-        with staged_file(mask_file) as tmp:
-            img.to_filename(tmp)
-        write_text(sidecar_file, json.dumps(sidecar, indent=2))
-    except OSError as exc:
-        raise ScanWriteError(f"{out}: cannot save the mask here ({exc.strerror or exc})") from exc
-    return mask_file
-
-
-@dataclass
-class SavedMask:
-    """A mask saved by :func:`save_mask`, back on its case's grid, with its sidecar."""
-
-    case: ScanCase
-    mask: np.ndarray  # (Z, Y, X) uint8 0/1
-    path: Path
-    kind: str
-    reviewed_slices: list[int]
-    model: str | None
-    whole_volume_reviewed: bool
-    sidecar: dict
-
-
-def read_saved_mask(path: str | os.PathLike, all_sequences: bool = False) -> SavedMask:
-    """Reopen a saved mask (its file, its sidecar, or a folder holding one) with its case,
-    read again from the source the sidecar names."""
-    path = Path(path)
-    if path.is_dir():
-        sidecars = sorted(path.glob(f"*{MASK_SIDECAR_SUFFIX}"))
-        if len(sidecars) != 1:
-            raise ScanFormatError(
-                f"{path}: holds {len(sidecars)} saved masks; open one of its *{MASK_SUFFIX} files"
-            )
-        path = sidecars[0]
-    stem = path.name[: -len(MASK_SUFFIX)] if path.name.endswith(MASK_SUFFIX) else None
-    if stem is None and path.name.endswith(MASK_SIDECAR_SUFFIX):
-        stem = path.name[: -len(MASK_SIDECAR_SUFFIX)]
-    if stem is None:
-        raise ScanFormatError(f"{path}: not a mask saved by napari-lggseg (*{MASK_SUFFIX})")
-    mask_file, sidecar_file = mask_paths(path.parent, stem)
-    meta = _read_sidecar(sidecar_file)
-    source = Path(meta.get("source", ""))
-    if not source.exists():
-        raise ScanFormatError(
-            f"{sidecar_file}: its source scan {source} does not exist (moved or deleted?); edit "
-            "'source' in the sidecar to point at the case"
-        )
-    case = read_case(source, all_sequences=all_sequences)
-    img = _load(mask_file)
-    if _check_geometry(img, mask_file) != tuple(case.reference.shape[:3]) or not _same_grid(
-        img.affine, case.affine
-    ):
-        raise ScanFormatError(
-            f"{mask_file}: its grid differs from its source scan {case.files[FLAIR_SEQ]}"
-        )
-    data = np.asanyarray(img.dataobj).reshape(case.reference.shape[:3])
-    return SavedMask(
-        case,
-        case.orientation.to_model((data > 0).astype(np.uint8)),
-        mask_file,
-        str(meta.get("kind", "corrections")),
-        [int(i) for i in meta.get("reviewed_slices", [])],
-        meta.get("model"),
-        bool(meta.get("whole_volume_reviewed", False)),
-        meta,
-    )
