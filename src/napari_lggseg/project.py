@@ -161,6 +161,10 @@ class Project:
     def _recover(self) -> None:
         """Bring the table in line with the folder after a kill: edits and predictions on disk
         win over the table, interrupted folder swaps are undone, missing cases are flagged."""
+        from .atomic import clean_stale
+
+        for folder in (self.folder, self.folder / "predictions"):
+            clean_stale(folder)  # staged files of a killed process (corrections: see below)
         listed = self._list_source()
         present = set(listed)
         self._add_cases(listed)  # cases added to the source since
@@ -345,7 +349,7 @@ class Project:
         from .uncertainty import slice_uncertainty
 
         data = self.load_case(case_id)
-        seg = segmenter.segment(data.image, progress=progress, cancel=cancel)
+        seg = self.source.segment(segmenter, data, progress, cancel)
         pred = StoredPrediction(
             mask=seg.mask.astype(np.uint8),
             prob_u8=np.round(seg.prob * 255).astype(np.uint8),

@@ -75,6 +75,10 @@ class CaseSource:
     def read_edit(self, case_id: str, folder: Path) -> SavedEdit:
         raise NotImplementedError
 
+    def segment(self, segmenter, data: CaseData, progress=None, cancel=None):
+        """An ``inference.Segmentation`` of the case on its own grid."""
+        return segmenter.segment(data.image, progress=progress, cancel=cancel)
+
 
 class LGGSource(CaseSource):
     """A ``kaggle_3m``-style root; edits are corrections folders (:mod:`lgg_io`)."""
@@ -114,7 +118,7 @@ class LGGSource(CaseSource):
             reviewed_slices=edit.reviewed_slices,
             model=edit.model,
             whole_volume_reviewed=edit.whole_volume_reviewed,
-            extra={"kind": "annotation project"},
+            extra={"kind": "corrections", "origin": "annotation project"},
         )
 
     def edit_info(self, folder: Path) -> dict | None:
@@ -151,8 +155,9 @@ class LGGSource(CaseSource):
 
 
 class NiftiSource(CaseSource):
-    """A folder of NIfTI cases through :mod:`scan_io` (``find_cases``, ``read_case``, ``save_mask``,
-    ``read_saved_mask``). The loaded case is kept so autosave can write the mask with its affine
+    """A folder of NIfTI case folders (:mod:`scan_io`); an edit is ``<case>_mask.nii.gz`` on the
+    scan's own grid with its sidecar (:mod:`scan_masks`), staged as one folder so mask and sidecar
+    are replaced together. The case last read is kept, so autosave writes with its header
     without reading the scan again."""
 
     kind = "nifti"
@@ -162,17 +167,16 @@ class NiftiSource(CaseSource):
         self._paths: dict[str, Path] = {}
         self._loaded: tuple[str, object] | None = None
 
-    @staticmethod
-    def _scan_io():
-        try:
-            from . import scan_io
-        except ImportError as exc:
-            raise ProjectError("NIfTI projects need napari_lggseg.scan_io (not installed)") from exc
-        return scan_io
-
     def list_cases(self) -> list[str]:
-        found = [Path(p) for p in self._scan_io().find_cases(self.root)]
-        self._paths = {_case_id_of(p, self.root): p for p in found}
+        from . import scan_io
+
+        self._paths = {}
+        for path in scan_io.find_cases(self.root):
+            try:
+                case_id = scan_io.case_files(path).case_id
+            except (scan_io.ScanFormatError, OSError):
+                case_id = path.name  # check() reports why it cannot be read
+            self._paths[case_id] = path
         return list(self._paths)
 
     def _path(self, case_id: str) -> Path:
@@ -182,68 +186,94 @@ class NiftiSource(CaseSource):
             raise CaseReadError(f"{self.root}: no case {case_id} in this folder")
         return self._paths[case_id]
 
+    def check(self, case_id: str) -> None:
+        from . import scan_io
+
+        try:
+            scan_io.case_files(self._path(case_id))
+        except (scan_io.ScanFormatError, OSError) as exc:
+            raise CaseReadError(str(exc)) from exc
+
     def _case(self, case_id: str):
+        from . import scan_io
+
         if self._loaded is None or self._loaded[0] != case_id:
             try:
-                self._loaded = (case_id, self._scan_io().read_case(self._path(case_id)))
-            except (ValueError, OSError) as exc:
+                self._loaded = (case_id, scan_io.read_case(self._path(case_id)))
+            except (scan_io.ScanFormatError, OSError) as exc:
                 raise CaseReadError(str(exc)) from exc
         return self._loaded[1]
 
     def load(self, case_id: str) -> CaseData:
+        self._loaded = None  # read afresh: the files may have been fixed
         case = self._case(case_id)
-        spacing = getattr(case, "spacing", None)
-        return CaseData(
-            case_id,
-            case.image,
-            getattr(case, "mask", None),
-            tuple(float(s) for s in spacing) if spacing is not None else None,
-            self._path(case_id),
-            {"case": case, "affine": getattr(case, "affine", None)},
-        )
+        return CaseData(case_id, case.image, case.label, case.spacing, case.source, {"case": case})
+
+    def segment(self, segmenter, data: CaseData, progress=None, cancel=None):
+        from .geometry import segment_case
+
+        return segment_case(segmenter, data.extra["case"], progress=progress, cancel=cancel)
 
     def save_edit(self, case_id: str, folder: Path, edit: SavedEdit) -> None:
-        self._scan_io().save_mask(
-            self._case(case_id),
-            edit.mask,
-            folder,
-            reviewed_slices=edit.reviewed_slices,
-            whole_volume_reviewed=edit.whole_volume_reviewed,
-            model=edit.model,
-            kind="annotation project",
+        from .atomic import staged_folder
+        from .scan_masks import save_mask
+
+        case = self._case(case_id)
+        with staged_folder(folder, replace=True) as staging:
+            save_mask(
+                case,
+                edit.mask,
+                staging,
+                kind="corrections",
+                reviewed_slices=edit.reviewed_slices,
+                model=edit.model,
+                whole_volume_reviewed=edit.whole_volume_reviewed,
+                extra={"origin": "annotation project"},
+            )
+
+    def _sidecar(self, folder: Path) -> Path | None:
+        from .scan_io import MASK_SIDECAR_SUFFIX
+
+        found = (
+            sorted(Path(folder).glob(f"*{MASK_SIDECAR_SUFFIX}")) if Path(folder).is_dir() else []
         )
+        return found[0] if found else None
 
     def edit_info(self, folder: Path) -> dict | None:
-        sidecars = sorted(Path(folder).glob("*.json"))
+        sidecar = self._sidecar(folder)
         try:
-            return json.loads(sidecars[0].read_text()) if sidecars else None
+            return json.loads(sidecar.read_text()) if sidecar else None
         except (OSError, ValueError):
             return None
 
     def read_edit(self, case_id: str, folder: Path) -> SavedEdit:
+        from . import scan_io
+        from .scan_masks import read_saved_mask
+
+        self._repoint(case_id, folder)
         try:
-            saved = self._scan_io().read_saved_mask(folder)
-        except (ValueError, OSError) as exc:
+            saved = read_saved_mask(folder)
+        except (scan_io.ScanFormatError, OSError) as exc:
             raise CaseReadError(str(exc)) from exc
-        meta = self.edit_info(folder) or {}
-        mask = getattr(saved, "mask", saved)
+        created = saved.sidecar.get("created", "")
         return SavedEdit(
-            np.asarray(mask),
-            [int(i) for i in meta.get("reviewed_slices", [])],
-            bool(meta.get("whole_volume_reviewed", False)),
-            meta.get("model"),
-            meta.get("created", ""),
+            saved.mask, saved.reviewed_slices, saved.whole_volume_reviewed, saved.model, created
         )
 
-
-def _case_id_of(path: Path, root: Path) -> str:
-    """A case's id: its path under the source root, with '/' -> '__' and NIfTI suffixes dropped."""
-    rel = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
-    name = "__".join(rel.parts)
-    for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    def _repoint(self, case_id: str, folder: Path) -> None:
+        """After a relink the sidecar names the old scan: point it at the case's new place."""
+        info, sidecar = self.edit_info(folder), self._sidecar(folder)
+        if info is None:
+            return
+        new = str(self._path(case_id).resolve())
+        if info.get("source") != new:
+            old = info.get("source", "")
+            info["source"] = new
+            info["source_files"] = {
+                seq: p.replace(old, new, 1) for seq, p in info.get("source_files", {}).items()
+            }
+            with contextlib.suppress(OSError):
+                write_json_atomic(sidecar, info)
 
 
 SOURCES = {cls.kind: cls for cls in (LGGSource, NiftiSource)}
@@ -258,10 +288,9 @@ def detect_source(path: str | os.PathLike) -> CaseSource:
         raise ProjectError(f"{path}: the data source must be an existing folder")
     if lgg_io.is_patient_root(path):
         return LGGSource(path)
-    with contextlib.suppress(ProjectError, ImportError, ValueError, OSError):
-        source = NiftiSource(path)
-        if source.list_cases():
-            return source
+    source = NiftiSource(path)
+    if source.list_cases():
+        return source
     raise ProjectError(
         f"{path}: no cases found (expected a folder of LGG patient folders or of NIfTI cases)"
     )

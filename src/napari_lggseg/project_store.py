@@ -75,21 +75,12 @@ def describe_os_error(exc: BaseException) -> str:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename, so
-    readers (and a process killed mid-write) see the old file or the new one, never a mix."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from colleagues
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Replace ``path`` with ``data`` through a staged file and a rename (:mod:`atomic`), so
+    readers, and a process killed mid-write, see the old file or the new one, never a mix."""
+    from .atomic import staged_file
+
+    with staged_file(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_json_atomic(path: Path, obj) -> None:
@@ -292,25 +283,17 @@ class StoredPrediction:
 
 
 def save_prediction(path: Path, pred: StoredPrediction) -> None:
+    from .atomic import staged_file
+
     meta = {k: getattr(pred, k) for k in ("model", "threshold", "postprocess", "created")}
-    fd, tmp = tempfile.mkstemp(prefix=f".{Path(path).name}.tmp-", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(
-                fh,
-                mask=pred.mask.astype(np.uint8),
-                prob_u8=pred.prob_u8,
-                slice_uncertainty=pred.slice_uncertainty.astype(np.float32),
-                meta=np.array(json.dumps(meta)),
-            )
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with staged_file(path) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(
+            fh,
+            mask=pred.mask.astype(np.uint8),
+            prob_u8=pred.prob_u8,
+            slice_uncertainty=pred.slice_uncertainty.astype(np.float32),
+            meta=np.array(json.dumps(meta)),
+        )
 
 
 def load_prediction(path: Path) -> StoredPrediction:
