@@ -284,3 +284,76 @@ def shape_features(mask: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> dict[str, float
     else:
         feats.update(_slice_descriptors(m[z], pixel))
     return feats
+
+
+# --------------------------------------------------------------------------- one row per patient
+
+FEATURE_KEYS = (
+    "volume_ml",
+    *THREE_FEATURES,
+    "voxels",
+    "tumour_slices",
+    "largest_slice",
+    "components",
+    "surface_mm2",
+    "sphericity",
+    "extent",
+    "major_axis_mm",
+    "minor_axis_mm",
+    "slice_area_mm2",
+    "slice_perimeter_mm",
+    "slice_eccentricity",
+    "slice_solidity",
+    "slice_major_axis_mm",
+    "slice_minor_axis_mm",
+)
+ROW_KEYS = ("patient", *FEATURE_KEYS, "spacing_mm", "masks")
+CLINICAL_TABLE = "data.csv"
+
+
+def spacing_text(spacing) -> str:
+    """``(1.0, 0.5, 0.5)`` -> ``'1 0.5 0.5'`` (Z Y X, mm): the CSV's spacing column."""
+    return " ".join(f"{s:g}" for s in _spacing3(spacing))
+
+
+def feature_row(patient_id: str, mask: np.ndarray, spacing, masks: str) -> dict:
+    """One CSV row: ``ROW_KEYS`` (``masks`` says where the mask came from)."""
+    return {
+        "patient": patient_id,
+        **shape_features(mask, spacing),
+        "spacing_mm": spacing_text(spacing),
+        "masks": masks,
+    }
+
+
+def read_clinical_table(root) -> tuple[list[str], dict[str, dict[str, str]]] | None:
+    """The genomic/clinical ``data.csv`` of a dataset root (as in kaggle_3m): ``(columns,
+    rows by id)``; None when the root has none. Its ids (``TCGA_CS_4941``) lack the folders'
+    date suffix (``TCGA_CS_4941_19960909``): see :func:`clinical_for`."""
+    import csv
+    from pathlib import Path
+
+    from .lgg_io import LGGFormatError
+
+    path = Path(root) / CLINICAL_TABLE
+    if not path.is_file():
+        return None
+    try:
+        with open(path, newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader)
+            rows = {r[0]: dict(zip(header[1:], r[1:])) for r in reader if r}
+    except (OSError, UnicodeDecodeError, csv.Error, StopIteration) as exc:
+        raise LGGFormatError(f"{path}: cannot read this table ({exc or 'empty file'})") from exc
+    if not header or header[0].strip().lower() != "patient":
+        raise LGGFormatError(f"{path}: its first column should be 'Patient', found {header[:1]}")
+    return header[1:], rows
+
+
+def clinical_for(patient_id: str, rows: dict[str, dict[str, str]]) -> dict[str, str] | None:
+    """The ``data.csv`` row of a patient folder id: the same id, or the id without its
+    ``_<date>`` suffix (the longest matching prefix wins)."""
+    if patient_id in rows:
+        return rows[patient_id]
+    prefixes = [k for k in rows if patient_id.startswith(k + "_")]
+    return rows[max(prefixes, key=len)] if prefixes else None

@@ -1,0 +1,165 @@
+"""``lggseg features``: tumour shape features per patient (napari_lggseg.shape), one CSV row each.
+
+The masks are the expert ones in the patient folders, the model's predictions, or corrections
+folders (``DIR/<patient>``, as written by napari or ``lggseg segment --out DIR``). LGG TIFF
+slices carry no voxel spacing: ``--spacing Z Y X`` sets it (default 1 1 1 mm) and the
+``spacing_mm`` column records it; the three study features do not depend on it (see
+napari_lggseg.shape), the volume and the mm descriptors do. When a folder's root holds the
+dataset's ``data.csv``, its genomic and clinical columns are appended.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+from ._common import (
+    PROG,
+    CLIError,
+    ProgressBar,
+    add_engine_options,
+    card_postprocess,
+    fmt,
+    patient_folders,
+    segmenter,
+    warn,
+    write_csv,
+)
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "features",
+        help="tumour shape features per patient, as a CSV",
+        description="Measure each patient's tumour: volume (mL), bounding ellipsoid volume "
+        "ratio, angular standard deviation and margin fluctuation (Mazurowski et al. 2017, "
+        "Buda et al. 2019) and scikit-image shape descriptors; one CSV row per patient, with "
+        "the genomic/clinical columns of the root's data.csv when there is one. Undefined "
+        "values (an empty mask) are empty cells.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="PATIENT_DIR|KAGGLE_ROOT")
+    p.add_argument(
+        "--masks",
+        choices=("expert", "predicted", "corrections"),
+        default="expert",
+        help="expert masks in the folders (default), the model's predictions, or the "
+        "corrections folders under --corrections",
+    )
+    p.add_argument(
+        "--corrections", metavar="DIR", help="folder of corrections folders, DIR/<patient>"
+    )
+    p.add_argument(
+        "--spacing",
+        nargs=3,
+        type=float,
+        metavar=("Z", "Y", "X"),
+        default=(1.0, 1.0, 1.0),
+        help="voxel spacing in mm (LGG TIFFs carry none; default 1 1 1)",
+    )
+    p.add_argument("--out", required=True, metavar="FILE.csv")
+    p.add_argument(
+        "--threshold", type=float, default=0.5, help="with --masks predicted (default 0.5)"
+    )
+    add_engine_options(p, "with --masks predicted; default: the model card's method")
+    p.set_defaults(run=run)
+
+
+def _check_args(args, folders: list[Path]) -> Path:
+    if not all(math.isfinite(s) and s > 0 for s in args.spacing):
+        raise CLIError(f"--spacing {' '.join(map(str, args.spacing))}: give three positive mm")
+    if args.masks == "corrections" and not args.corrections:
+        raise CLIError("--masks corrections needs --corrections DIR (its DIR/<patient> folders)")
+    if args.corrections and args.masks != "corrections":
+        raise CLIError("--corrections DIR is read only with --masks corrections")
+    if args.model and args.masks != "predicted":
+        raise CLIError("--model is used only with --masks predicted")
+    if args.corrections and not Path(args.corrections).is_dir():
+        raise CLIError(f"{args.corrections}: no such folder")
+    out = Path(args.out)
+    if out.is_dir():
+        raise CLIError(f"{out}: is a folder; give the CSV file to write")
+    inputs = {f.resolve() for f in folders} | {f.parent.resolve() for f in folders}
+    if out.resolve().parent in inputs and out.name.lower().endswith((".tif", "data.csv")):
+        raise CLIError(f"{out}: would overwrite a file of the dataset; write elsewhere")
+    return out
+
+
+def _mask_of(args, folder: Path, seg, post: str):
+    """(patient id, mask, source label) for one folder."""
+    from .. import lgg_io
+
+    if args.masks == "corrections":
+        c = lgg_io.read_corrections(Path(args.corrections) / folder.name)
+        return c.patient_id, c.mask, f"corrections {c.folder}"
+    patient = lgg_io.read_patient(folder, masks=args.masks == "expert")
+    if args.masks == "expert":
+        if patient.mask is None:
+            raise lgg_io.LGGFormatError(
+                f"{folder}: no expert masks ({patient.patient_id}_<n>_mask.tif); "
+                "use --masks predicted"
+            )
+        return patient.patient_id, patient.mask, "expert"
+    bar = ProgressBar(f"{patient.patient_id}")
+    try:
+        result = seg.segment(patient.image, args.threshold, post, progress=bar.update)
+    finally:
+        bar.close()
+    return patient.patient_id, result.mask, f"predicted {seg.name}"
+
+
+def _clinical(folders: list[Path]):
+    """(columns, rows) of the data.csv of the folders' roots, merged; ([], {}) when none."""
+    from ..shape import read_clinical_table
+
+    columns: list[str] = []
+    rows: dict = {}
+    for root in dict.fromkeys(f.parent for f in folders):
+        table = read_clinical_table(root)
+        if table:
+            columns += [c for c in table[0] if c not in columns]
+            rows.update(table[1])
+    return columns, rows
+
+
+def run(args) -> int:
+    from ..shape import ROW_KEYS, clinical_for, feature_row
+
+    folders = patient_folders(args.inputs)
+    if not folders:
+        raise CLIError(f"no patient folders in {', '.join(args.inputs)}")
+    out = _check_args(args, folders)
+    clinical_columns, clinical_rows = _clinical(folders)
+    seg = post = None
+    if args.masks == "predicted":
+        seg = segmenter(args)
+        post = card_postprocess(seg, args.postprocess)
+        print(f"model {seg.name} on {seg.device}, post-processing {post}", file=sys.stderr)
+    columns = (*ROW_KEYS, *clinical_columns)
+    rows, failed = [], []
+    for folder in folders:
+        from ..lgg_io import LGGFormatError
+
+        try:
+            pid, mask, source = _mask_of(args, folder, seg, post)
+        except (LGGFormatError, FileNotFoundError) as exc:  # one bad folder does not stop a batch
+            warn(str(exc))
+            failed.append(folder.name)
+            continue
+        row = feature_row(pid, mask, args.spacing, source)
+        row.update(clinical_for(pid, clinical_rows) or {})
+        rows.append({k: fmt(v, ".6g") if isinstance(v, float) else v for k, v in row.items()})
+        write_csv(out, rows, columns)  # after each patient: a stopped run keeps its rows
+        print(
+            f"{pid}: {fmt(row['volume_ml'], '.2f')} mL, BEVR {fmt(row['bounding_ellipsoid_volume_ratio'])}, "
+            f"angular SD {fmt(row['angular_sd'])}, margin fluctuation {fmt(row['margin_fluctuation'])}"
+        )
+    if rows:
+        print(f"wrote {len(rows)} row(s) to {out} (spacing {rows[0]['spacing_mm']} mm)")
+    if failed:
+        print(
+            f"{PROG}: error: {len(failed)} patient(s) not measured: {', '.join(failed)}",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
