@@ -38,7 +38,8 @@ elif answers "$CPU_INDEX/torch/"; then
 else
     why="no NVIDIA GPU, but $CPU_INDEX did not answer within 3 s; on Linux the public index may give the large CUDA build (set LGGSEG_TORCH_INDEX to choose)"
 fi
-echo "torch: installing $TORCH_SPEC from ${index:-pip's configured index} ($why)"
+default_index="pip's configured index"
+echo "torch: installing $TORCH_SPEC from ${index:-$default_index} ($why)"
 if [ -n "$index" ]; then
     "$PY" -m pip install "$TORCH_SPEC" --index-url "$index"
 else
