@@ -42,11 +42,18 @@ class FakeSegmenter:
     so a case's uncertainty grows with its slice count."""
 
     name = "fake-model"
+    default_postprocess = "none"
+    recipe = None
+    device = "cpu"
 
-    def segment(self, image, progress=None, cancel=None):
-        prob = np.zeros(image.shape[:3], np.float32)
+    def probabilities(self, volume, progress=None, cancel=None):
+        prob = np.zeros(np.shape(volume)[:3], np.float32)
         prob[:, :4, :4] = 0.5
         prob[:, 10:13, 10:13] = 0.99
+        return prob, None
+
+    def segment(self, image, progress=None, cancel=None):
+        prob, _ = self.probabilities(image)
         mask = (prob >= 0.5).astype(np.uint8)
         return SimpleNamespace(
             prob=prob, mask=mask, model=self.name, threshold=0.5, postprocess="none"
@@ -540,3 +547,46 @@ def test_round_hooks_count_done_cases_and_list_cases_to_repredict(project):
         again.settings.round_every = 0
         again.done(IDS[3])
         assert again.done_count_since_last_round == 1 and not again.round_due()
+
+
+# --------------------------------------------------------------------------- NIfTI cases
+
+
+def test_a_nifti_project_saves_masks_on_the_scans_grid_and_survives_a_relink(tmp_path):
+    import nibabel as nib
+    from nifti_cases import affine_for, write_case
+
+    from napari_lggseg.scan_io import read_case
+
+    data = tmp_path / "scans"
+    affine = affine_for("LPS", spacing=(1.0, 1.0, 3.0), shape=(32, 32, 12))
+    for name in ("Case_A", "Case_B"):
+        write_case(data / name, affine=affine, shape=(32, 32, 12), sequences=("FLAIR", "T2"))
+    before = tree_hashes(data)
+    with Project.create(data, tmp_path / "p") as proj:
+        assert proj.source.kind == "nifti" and [r.case_id for r in proj.rows()] == [
+            "Case_A",
+            "Case_B",
+        ]
+        pred = proj.predict("Case_A", FakeSegmenter())
+        row = proj.record("Case_A")
+        assert row.has_expert and row.dice is not None
+        assert row.volume_ml == pytest.approx(pred.mask.sum() * 3.0 / 1000), (
+            "spacing from the header"
+        )
+        edit = pred.mask.copy()
+        edit[2, 20:24, 20:24] = 1
+        proj.save_edit("Case_A", edit, [2])
+    saved = list((tmp_path / "p" / "corrections" / "Case_A").iterdir())
+    assert sorted(p.name for p in saved) == ["Case_A_mask.json", "Case_A_mask.nii.gz"]
+    mask_img = nib.load(tmp_path / "p" / "corrections" / "Case_A" / "Case_A_mask.nii.gz")
+    np.testing.assert_allclose(mask_img.affine, affine), "the mask keeps the scan's geometry"
+    assert tree_hashes(data) == before
+    shutil.move(data, tmp_path / "moved")
+    with Project.open(tmp_path / "p") as again:
+        assert again.missing_cases == ["Case_A", "Case_B"]
+        again.relink(tmp_path / "moved")
+        opened = again.open_case("Case_A")
+        np.testing.assert_array_equal(opened.edit.mask, edit)
+        assert opened.edit.reviewed_slices == [2] and opened.data.spacing[0] == pytest.approx(3.0)
+        assert read_case(tmp_path / "moved" / "Case_A").shape == opened.edit.mask.shape
