@@ -239,8 +239,9 @@ def load_nifti(path: Path):
     return img
 
 
-def volume_shape(img, path: Path) -> tuple[int, int, int]:
-    """The 3-D shape of a NIfTI image; ScanFormatError for 2-D, 4-D, empty or unplaceable."""
+def volume_shape(img, path: Path, placed: bool = True) -> tuple[int, int, int]:
+    """The 3-D shape of a NIfTI image; ScanFormatError for 2-D, 4-D, empty, or (``placed``)
+    a header that cannot place the voxels in space."""
     shape = tuple(int(s) for s in img.shape)
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]  # a singleton 4th (5th...) axis is a 3-D volume
@@ -249,13 +250,17 @@ def volume_shape(img, path: Path) -> tuple[int, int, int]:
         raise ScanFormatError(f"{path}: a {kind}; a scan must be one 3-D volume")
     if min(shape) < 1:
         raise ScanFormatError(f"{path}: empty volume of shape {shape}")
+    if not placed:
+        return shape
+    if int(img.header["qform_code"]) == 0 and int(img.header["sform_code"]) == 0:
+        raise ScanFormatError(
+            f"{path}: the header has no usable affine (qform and sform codes are 0): it does "
+            "not say where the voxels are nor which side is left; set the orientation in the "
+            "header (e.g. with 3D Slicer or fslorient) and open it again"
+        )
     affine = np.asarray(img.affine, float)
     sizes = spacing_of(affine)
-    if (
-        not np.isfinite(affine).all()
-        or abs(np.linalg.det(affine[:3, :3])) < 1e-9
-        or sizes.min() <= 0
-    ):
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise ScanFormatError(
             f"{path}: the header has no usable affine (voxel sizes {np.round(sizes, 4).tolist()}); "
             "cannot place the voxels in space"
@@ -355,7 +360,7 @@ def read_case(path: str | os.PathLike, all_sequences: bool = False) -> ScanCase:
 
 def _read_label(path: Path, shape, flair_affine, notes: list[str]) -> np.ndarray:
     img = load_nifti(path)
-    lshape = volume_shape(img, path)
+    lshape = volume_shape(img, path, placed=False)  # on the FLAIR's grid: its voxels suffice
     if lshape != shape:
         raise ScanFormatError(
             f"{path}: label of shape {lshape}, but the FLAIR has {shape}; a label file must be "
