@@ -53,9 +53,10 @@ def test_any_storage_gives_the_same_anatomy(tmp_path, codes, spacing, angle, not
     """The lesion (front, left, up of the head's centre) lands where it is in the world, whatever
     the file's axis order, flips, obliquity or voxel size."""
     shape = (40, 44, 36)
-    case = scan_io.read_case(
-        write_case(tmp_path / "C1", affine_for(codes, spacing, shape, angle), shape)
-    )
+    folder = write_case(tmp_path / "C1", affine_for(codes, spacing, shape, angle), shape)
+    case = scan_io.read_case(folder)
+    header = scan_io.read_header(folder)  # what the writer uses: the same grid, no pixels
+    assert header.shape == case.shape and np.allclose(header.model_affine, case.model_affine)
     z, y, x = (np.nonzero(case.label)[i].mean() for i in range(3))
     cz, cy, cx = ((s - 1) / 2 for s in case.shape)
     assert z > cz and y < cy and x > cx  # up, front (top of the slice), left (right of screen)

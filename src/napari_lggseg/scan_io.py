@@ -182,25 +182,18 @@ def _case_id_of_file(path: Path) -> str:
 
 
 @dataclass
-class ScanCase:
-    """One case in the model orientation (see the module docstring).
+class ScanHeader:
+    """Where a case's voxels are, without its pixels: enough to save a mask on its grid.
 
-    ``image`` (Z, Y, X, 3) float32 holds pre-contrast, FLAIR, post-contrast (intensities as in
-    the files, ``scl_slope``/``scl_inter`` applied); a missing one is a copy of FLAIR.
-    ``reference`` is the FLAIR's nibabel image (header and affine; its pixels are not kept).
-    ``orientation.to_file`` turns a (Z, Y, X) array back into the FLAIR's voxel order.
+    ``reference`` is the FLAIR's nibabel image (header and affine; its pixels are not kept);
+    ``orientation.to_file`` turns a model-orientation (Z, Y, X) array into the FLAIR's voxel order.
     """
 
     case_id: str
     source: Path  # what was opened: the case folder or the single file
-    files: dict[str, Path]
-    image: np.ndarray
-    missing_sequences: tuple[str, ...]
-    label: np.ndarray | None  # (Z, Y, X) uint8 0/1: any label > 0
+    files: dict[str, Path]  # sequence -> file
     reference: object  # nibabel.Nifti1Image / Nifti2Image of the FLAIR
     orientation: Orientation
-    notes: list[str] = field(default_factory=list)
-    others: dict[str, np.ndarray] = field(default_factory=dict)  # T2 etc., for viewing only
 
     @property
     def affine(self) -> np.ndarray:
@@ -219,7 +212,37 @@ class ScanCase:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.image.shape[:3])
+        """(Z, Y, X) of the case's arrays."""
+        start = self.orientation.transform[:, 0].astype(int)
+        xyz = [0, 0, 0]
+        for axis, dest in enumerate(start):
+            xyz[dest] = self.orientation.file_shape[axis]
+        return (xyz[2], xyz[1], xyz[0])
+
+
+@dataclass
+class ScanCase(ScanHeader):
+    """One case in the model orientation (see the module docstring).
+
+    ``image`` (Z, Y, X, 3) float32 holds pre-contrast, FLAIR, post-contrast (intensities as in
+    the files, ``scl_slope``/``scl_inter`` applied); a missing one is a copy of FLAIR.
+    """
+
+    image: np.ndarray = None
+    missing_sequences: tuple[str, ...] = ()
+    label: np.ndarray | None = None  # (Z, Y, X) uint8 0/1: any label > 0
+    notes: list[str] = field(default_factory=list)  # what was done to the files, for the user
+    others: dict[str, np.ndarray] = field(default_factory=dict)  # T2 etc., for viewing only
+
+
+def read_header(path: str | os.PathLike) -> ScanHeader:
+    """A case's files and geometry from the FLAIR's header alone (no pixels read)."""
+    found = case_files(path)
+    ref = load_nifti(found.files[FLAIR_SEQ])
+    shape = volume_shape(ref, found.files[FLAIR_SEQ])
+    return ScanHeader(
+        found.case_id, Path(path), dict(found.files), ref, Orientation.of(ref.affine, shape)
+    )
 
 
 def load_nifti(path: Path):
@@ -348,13 +371,13 @@ def read_case(path: str | os.PathLike, all_sequences: bool = False) -> ScanCase:
         found.case_id,
         Path(path),
         dict(files),
-        np.ascontiguousarray(image, dtype=np.float32),
-        missing,
-        label,
         ref,
         orientation,
-        notes,
-        {T2: volumes[T2]} if T2 in volumes else {},
+        image=np.ascontiguousarray(image, dtype=np.float32),
+        missing_sequences=missing,
+        label=label,
+        notes=notes,
+        others={T2: volumes[T2]} if T2 in volumes else {},
     )
 
 

@@ -22,6 +22,7 @@ from .scan_io import (
     MASK_SUFFIX,
     ScanCase,
     ScanFormatError,
+    ScanHeader,
     ScanWriteError,
     load_nifti,
     nifti_files,
@@ -52,7 +53,7 @@ def _read_sidecar(path: Path) -> dict:
     return meta
 
 
-def _check_mask_target(out: Path, case: ScanCase, kind: str) -> None:
+def _check_mask_target(out: Path, case: ScanHeader, kind: str) -> None:
     sources = {p.parent.resolve() for p in case.files.values()}
     if out.exists() and not out.is_dir():
         raise ScanWriteError(f"{out}: exists and is not a folder; masks are saved into a folder")
@@ -82,7 +83,7 @@ def _check_mask_target(out: Path, case: ScanCase, kind: str) -> None:
             )
 
 
-def mask_image(case: ScanCase, mask: np.ndarray):
+def mask_image(case: ScanHeader, mask: np.ndarray):
     """A (Z, Y, X) mask -> a uint8 0/1 NIfTI image with the FLAIR's header geometry (affine,
     qform/sform and codes, voxel sizes, units) in the FLAIR's voxel order."""
     ref = case.reference
@@ -98,7 +99,7 @@ def mask_image(case: ScanCase, mask: np.ndarray):
 
 
 def save_mask(
-    case: ScanCase,
+    case: ScanHeader,
     mask: np.ndarray,
     out_folder: str | os.PathLike,
     *,
@@ -110,7 +111,8 @@ def save_mask(
 ) -> Path:
     """Write ``mask`` (Z, Y, X on the case's grid; > 0 is tumour) as ``<out>/<case>_mask.nii.gz``
     plus a JSON sidecar (kind ``prediction`` or ``corrections``, reviewed slices as 0-based
-    indices along Z, model, source files), each atomically; returns the mask's path.
+    indices along Z, model, source files), each atomically; returns the mask's path. ``case``
+    is a :class:`ScanCase` or only its :class:`ScanHeader` (:func:`scan_io.read_header`).
 
     Refuses the case's own folder, a folder holding scans, and a prediction over earlier
     corrections. Shapes must match: a mask of another case is refused.
