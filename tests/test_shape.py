@@ -181,3 +181,82 @@ def test_bad_input_is_refused_with_a_clear_message():
         shape.shape_features(np.ones((3, 3, 3)), (1.0, 0.0, 1.0))
     with pytest.raises(ValueError, match="Z, Y, X"):
         shape.shape_features(np.ones((3, 3)))
+
+
+# --------------------------------------------------------------------------- the report's statistics
+
+
+def _radiogenomics():
+    """training/radiogenomics.py (a script, not a package module)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "training" / "radiogenomics.py"
+    spec = importlib.util.spec_from_file_location("radiogenomics", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("table", [[[3, 7], [9, 2]], [[10, 10], [12, 8]], [[0, 5], [6, 1]]])
+def test_freeman_halton_is_fisher_exact_on_2x2(table):
+    from scipy.stats import fisher_exact
+
+    rg = _radiogenomics()
+    assert rg.fisher_exact_2xk(table) == pytest.approx(fisher_exact(table).pvalue, rel=1e-9)
+
+
+def test_freeman_halton_on_2xk_tables():
+    rg = _radiogenomics()
+    assert rg.fisher_exact_2xk([[5, 10, 15], [5, 10, 15]]) == pytest.approx(1.0)
+    strong = [[15, 2, 1, 0], [1, 3, 14, 16]]
+    p = rg.fisher_exact_2xk(strong)
+    assert 0 < p < 1e-6
+    # the same table with its columns reordered or its rows swapped: the same p
+    assert rg.fisher_exact_2xk([[0, 1, 15, 2], [16, 14, 1, 3]]) == pytest.approx(p, rel=1e-9)
+    assert rg.fisher_exact_2xk(strong[::-1]) == pytest.approx(p, rel=1e-9)
+    # an empty column is no category
+    assert rg.fisher_exact_2xk([[3, 7, 0], [9, 2, 0]]) == pytest.approx(
+        rg.fisher_exact_2xk([[3, 7], [9, 2]])
+    )
+
+
+def test_association_splits_at_the_median_and_skips_blanks():
+    rg = _radiogenomics()
+    values = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, None, 0.7]
+    groups = ["1", "1", "1", "2", "2", "2", "1", ""]
+    res = rg.association(values, groups)
+    assert res["n"] == 6 and res["labels"] == ["1", "2"]
+    assert res["table"] == [[3, 0], [0, 3]]  # low row, high row
+
+
+def test_no_patient_gets_a_mask_from_a_model_that_trained_on_it():
+    from napari_lggseg.models import ModelInfo
+
+    rg = _radiogenomics()
+    shipped = ModelInfo("lgg-fast", None, {"training_data": {"patients": ["A", "B", "C"]}}, True)
+    fold0 = ModelInfo(
+        "lgg-fold0",
+        None,
+        {"training_data": {"patients": ["C", "X"]}, "fold": {"held_out": ["A", "B"]}},
+        False,
+    )
+    fold1 = ModelInfo(
+        "lgg-fold1",
+        None,
+        {"training_data": {"patients": ["A", "B"]}, "fold": {"held_out": ["C"]}},
+        False,
+    )
+    choice = rg.choose_models(["A", "B", "C", "X", "NEW"], shipped, [fold0, fold1])
+    assert choice == {
+        "A": "lgg-fold0",
+        "B": "lgg-fold0",
+        "C": "lgg-fold1",
+        "X": "lgg-fast",
+        "NEW": "lgg-fast",
+    }
+    assert rg.choose_models(["A", "NEW"], shipped, []) == {"A": None, "NEW": "lgg-fast"}
+    leaky = ModelInfo(
+        "bad", None, {"training_data": {"patients": ["A"]}, "fold": {"held_out": ["A"]}}, False
+    )
+    assert rg.choose_models(["A"], shipped, [leaky]) == {"A": None}

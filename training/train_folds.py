@@ -19,7 +19,7 @@ Writes ``training/folds/folds.json`` (the fold of each patient) and one model fo
 (``training/folds/lgg-fold<k>/``: fp16 safetensors + card). Resumes from its checkpoints in
 ``runs/`` when restarted. Run it in the background, gently:
 
-    nice -n 15 python training/train_folds.py --epochs 10 > runs/folds.log 2>&1 &
+    nice -n 15 python training/train_folds.py --epochs 6 > runs/folds.log 2>&1 &
 """
 
 from __future__ import annotations
@@ -34,8 +34,14 @@ import torch
 
 from napari_lggseg import lgg_io, models
 from napari_lggseg.preprocess import Recipe
-from napari_lggseg.training import TrainConfig, load_volumes, model_card, train
+from napari_lggseg.training import TrainConfig, train
 from napari_lggseg.unet import UNet
+
+try:
+    from napari_lggseg.finetune import model_card
+    from napari_lggseg.train_data import load_volumes
+except ImportError:  # the package before training.py was split (the folds were trained on it)
+    from napari_lggseg.training import load_volumes, model_card
 
 HERE = Path(__file__).parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "lgg" / "kaggle_3m"
@@ -77,6 +83,7 @@ def train_fold(args, fold: int, held_out: set[str], validation: set[str]) -> Non
         seed=0,
         device="cpu",
         warmup_steps=100,
+        val_every=args.val_every,
     )
     ckpt = HERE.parent / "runs" / f"{name}.ckpt.safetensors"
 
@@ -103,7 +110,8 @@ def train_fold(args, fold: int, held_out: set[str], validation: set[str]) -> Non
         result,
         cfg,
         None,
-        recipe_command=f"python training/train_folds.py --folds {args.folds} --epochs {args.epochs}",
+        recipe_command=f"python training/train_folds.py --folds {args.folds} --epochs {args.epochs} "
+        f"--val-every {args.val_every}",
         hardware=f"{torch.get_num_threads()} CPU thread(s)",
         splits="training/splits.json + training/folds/folds.json",
     )
@@ -121,7 +129,10 @@ def main() -> None:
     )
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--folds", type=int, default=2)
-    ap.add_argument("--epochs", type=int, default=10, help="of 150 steps each")
+    ap.add_argument("--epochs", type=int, default=6, help="of 150 steps each")
+    ap.add_argument(
+        "--val-every", type=int, default=2, help="validate every N epochs (and at the end)"
+    )
     ap.add_argument("--only", type=int, default=None, help="train this fold only")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
