@@ -118,7 +118,7 @@ def test_segment_real_patients(kaggle_root, tiny_model_store, tmp_path, capsys):
         assert row["flagged_slices"].split() == [str(z + 1) for z in corr.extra["flagged_slices"]]
         assert patient.patient_id in captured.out
     # the expert masks beside the images are untouched, and predictions open as training data
-    from napari_lggseg.training import volumes_from_path
+    from napari_lggseg.train_data import volumes_from_path
 
     (vol,) = volumes_from_path(out / REAL_PATIENTS[0])
     assert vol.source == "corrections" and vol.labelled_slices.size == 0

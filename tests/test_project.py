@@ -520,6 +520,30 @@ def test_a_case_that_fails_to_read_is_marked_and_the_rest_go_on(data, tmp_path):
         assert proj.record("TCGA_YY_0001_20000101").error is None
 
 
+def test_a_background_prefetch_and_autosaves_at_once(project):
+    """The widget predicts in a worker thread while the GUI thread autosaves: nothing is lost."""
+    project.load_case(IDS[0])
+    errors = []
+
+    def prefetch():
+        try:
+            for case_id in IDS[1:]:
+                project.predict(case_id, FakeSegmenter())
+        except Exception as exc:  # noqa: BLE001  (reported below)
+            errors.append(exc)
+
+    worker = threading.Thread(target=prefetch)
+    worker.start()
+    for n in range(1, 30):
+        project.save_edit(IDS[0], _mask(project, IDS[0], n), [n % 6])
+    worker.join()
+    assert errors == []
+    project.close()
+    with Project.open(project.folder) as again:
+        assert again.edit(IDS[0]).mask.sum() == 29
+        assert [r.status for r in again.rows()] == ["in review"] + ["predicted"] * 3
+
+
 # --------------------------------------------------------------------------- rounds (#19)
 
 
@@ -540,6 +564,9 @@ def test_round_hooks_count_done_cases_and_list_cases_to_repredict(project):
     assert project.cases_to_repredict() == [IDS[3]], "only cases not opened yet"
     project.record_model(IDS[3], "fake-model-ft")
     assert project.cases_to_repredict() == []
+    project.use_model("other-model")
+    assert project.cases_to_repredict() == [IDS[3]] == project.cases_to_prefetch(n=5)
+    project.use_model("fake-model-ft")
     project.close()
     with Project.open(project.folder) as again:
         assert again.rounds[-1].trained_on == IDS[:3] and again.current_model == "fake-model-ft"

@@ -29,6 +29,7 @@ from . import project_sources as sources
 from . import project_store as store
 from .project_sources import CaseData, SavedEdit
 from .project_store import (  # noqa: F401  (re-exported: the project's public names)
+    ORDERS,
     CaseReadError,
     CaseRecord,
     ProjectError,
@@ -41,7 +42,6 @@ from .project_store import (  # noqa: F401  (re-exported: the project's public n
 )
 
 STATUSES = ("new", "predicted", "in review", "done")
-ORDERS = ("listed", "uncertain")
 NOT_OPENED = ("new", "predicted")
 
 
@@ -97,9 +97,9 @@ class Project:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise _write_error(folder, "create the project folder", exc) from exc
-        _check_order(order)
-        lock = _acquire(folder, take_over=False)
+            raise store.write_error(folder, "create the project folder", exc) from exc
+        store.check_order(order)
+        lock = store.acquire_lock(folder)
         settings = Settings(order, False, list(spacing) if spacing else None, round_every)
         state = {"settings": asdict(settings), "cases": []}
         project = cls(folder, state, src, lock)
@@ -116,7 +116,7 @@ class Project:
         """Open an existing project; see :attr:`missing_cases` when its source moved."""
         folder = Path(project_folder)
         state = store.read_project_file(folder)
-        lock = _acquire(folder, take_over)
+        lock = store.acquire_lock(folder, take_over)
         try:
             source = sources.source_from_state(folder, state)
             project = cls(folder, state, source, lock)
@@ -199,6 +199,10 @@ class Project:
         (unless ``allow_missing``); returns the ids of cases new to the project."""
         src = sources.detect_source(new_source)
         sources.check_separate(src.root, self.folder)
+        if src.kind != self.source.kind:
+            raise ProjectError(
+                f"{src.root}: holds {src.kind} cases, this project {self.source.kind}"
+            )
         found = src.list_cases()
         absent = [i for i in self._records if i not in set(found)]
         if len(absent) == len(self._records) or (absent and not allow_missing):
@@ -223,7 +227,7 @@ class Project:
     def record(self, case_id: str) -> CaseRecord:
         """A copy of one row."""
         with self._mutex:
-            r = self._records[_known(self, case_id)]
+            r = self._rec(case_id)
             return replace(r, pending=case_id in self._pending)
 
     def rows(self, show_dice: bool | None = None) -> list[CaseRecord]:
@@ -234,7 +238,7 @@ class Project:
         return out if show else [replace(r, dice=None) for r in out]
 
     def set_order(self, order: str) -> None:
-        _check_order(order)
+        store.check_order(order)
         with self._mutex:
             self.settings.order = order
         self._save_state_or_mark()
@@ -247,6 +251,11 @@ class Project:
                 scores = {i: self._records[i].uncertainty for i in ids}
                 ids.sort(key=lambda i: (scores[i] is None, -(scores[i] or 0.0)))
             return ids
+
+    def _rec(self, case_id: str) -> CaseRecord:
+        if case_id not in self._records:
+            raise KeyError(f"{case_id}: not a case of the project in {self.folder}")
+        return self._records[case_id]
 
     def _workable(self, case_id: str) -> bool:
         r = self._records[case_id]
@@ -289,7 +298,7 @@ class Project:
 
     def load_case(self, case_id: str) -> CaseData:
         """Read a case from the source; a failure is recorded on the row and re-raised."""
-        record = self._records[_known(self, case_id)]
+        record = self._rec(case_id)
         if record.missing:  # not the case's fault: the source moved
             raise CaseReadError(
                 f"{case_id}: not found in the data source {self.source.root} (moved? relink it)"
@@ -377,7 +386,9 @@ class Project:
                 self.prediction_path(case_id).parent.mkdir(exist_ok=True)
                 store.save_prediction(self.prediction_path(case_id), pred)
             except OSError as exc:
-                raise _write_error(self.folder, f"save the prediction of {case_id}", exc) from exc
+                raise store.write_error(
+                    self.folder, f"save the prediction of {case_id}", exc
+                ) from exc
             with self._mutex:
                 if self._unsaved_predictions.get(case_id) is pred:
                     del self._unsaved_predictions[case_id]
@@ -407,7 +418,7 @@ class Project:
     ) -> None:
         """Autosave a person's mask of a case into the project folder, atomically. If it cannot
         be written the edit stays queued (newest per case) and ProjectWriteError says why."""
-        record = self._records[_known(self, case_id)]
+        record = self._rec(case_id)
         mask = np.asarray(mask)
         if record.shape and list(mask.shape) != record.shape:
             raise ValueError(
@@ -441,7 +452,7 @@ class Project:
             mask = latest.mask
         z = int(np.shape(mask)[0])
         with self._mutex:
-            self._records[_known(self, case_id)].status = "done"
+            self._rec(case_id).status = "done"
         self.save_edit(case_id, mask, range(z), whole_volume_reviewed=True)
 
     @property
@@ -462,7 +473,7 @@ class Project:
                     folder.parent.mkdir(exist_ok=True)
                     self.source.save_edit(case_id, folder, edit)
                 except (OSError, ValueError) as exc:  # ValueError: e.g. the source moved away
-                    first_error = first_error or _write_error(
+                    first_error = first_error or store.write_error(
                         self.folder, f"save the edit of {case_id}", exc, kept=True
                     )
                     continue
@@ -473,7 +484,7 @@ class Project:
                 try:
                     self._write_state()
                 except OSError as exc:
-                    first_error = first_error or _write_error(
+                    first_error = first_error or store.write_error(
                         self.folder, "save the case table", exc
                     )
             if first_error is not None:
@@ -546,37 +557,14 @@ class Project:
                 and (self.current_model is None or self._records[i].model != self.current_model)
             ]
 
-    def record_model(self, case_id: str, model: str) -> None:
+    def use_model(self, model: str) -> None:
+        """Predict with ``model`` from now on (the person chose another one): the cases not yet
+        opened show up in :meth:`cases_to_repredict`."""
         with self._mutex:
-            self._records[_known(self, case_id)].model = model
+            self.current_model = model
         self._save_state_or_mark()
 
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _known(project: Project, case_id: str) -> str:
-    if case_id not in project._records:
-        raise KeyError(f"{case_id}: not a case of the project in {project.folder}")
-    return case_id
-
-
-def _check_order(order: str) -> None:
-    if order not in ORDERS:
-        raise ValueError(f"unknown order {order!r}: choose one of {ORDERS}")
-
-
-def _write_error(folder: Path, what: str, exc: BaseException, kept: bool = False):
-    tail = (
-        "; the edit is kept in memory and saved as soon as the folder can be written"
-        if kept
-        else ""
-    )
-    return ProjectWriteError(f"{folder}: cannot {what}: {store.describe_os_error(exc)}{tail}")
-
-
-def _acquire(folder: Path, take_over: bool) -> store.LockHolder:
-    try:
-        return store.acquire_lock(folder, take_over)
-    except OSError as exc:
-        raise _write_error(folder, "open the project (writing its lock)", exc) from exc
+    def record_model(self, case_id: str, model: str) -> None:
+        with self._mutex:
+            self._rec(case_id).model = model
+        self._save_state_or_mark()

@@ -71,6 +71,14 @@ def describe_os_error(exc: BaseException) -> str:
     return "unknown error"
 
 
+def write_error(folder: Path, what: str, exc: BaseException, kept: bool = False):
+    """The one message for a failed write: which folder, what, why; and that the edit is kept."""
+    tail = "; the edit is kept in memory and saved as soon as the folder can be written"
+    return ProjectWriteError(
+        f"{folder}: cannot {what}: {describe_os_error(exc)}{tail if kept else ''}"
+    )
+
+
 # --------------------------------------------------------------------------- atomic files
 
 
@@ -195,8 +203,15 @@ def _new_holder() -> LockHolder:
 def acquire_lock(folder: Path, take_over: bool = False) -> LockHolder:
     """Take the project's lock or raise ProjectLockedError naming the live holder. A lock left by
     a process that died on this host is taken over; ``take_over`` breaks any lock (the person said
-    the other holder is gone, e.g. on another machine)."""
-    folder = Path(folder)
+    the other holder is gone, e.g. on another machine). A folder where the lock cannot be written
+    raises ProjectWriteError."""
+    try:
+        return _acquire_lock(Path(folder), take_over)
+    except OSError as exc:
+        raise write_error(folder, "open the project (writing its lock)", exc) from exc
+
+
+def _acquire_lock(folder: Path, take_over: bool) -> LockHolder:
     path = folder / LOCK_FILE
     me = _new_holder()
     data = json.dumps(me.__dict__, indent=2).encode()
@@ -306,6 +321,13 @@ def load_prediction(path: Path) -> StoredPrediction:
 
 
 # --------------------------------------------------------------------------- the case table
+
+ORDERS = ("listed", "uncertain")
+
+
+def check_order(order: str) -> None:
+    if order not in ORDERS:
+        raise ValueError(f"unknown order {order!r}: choose one of {ORDERS}")
 
 
 @dataclass

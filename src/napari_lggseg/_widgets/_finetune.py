@@ -326,7 +326,7 @@ class FineTuneWidget(QWidget):
         return self._worker is not None
 
     def _volumes(self):
-        from ..training import TrainVolume
+        from ..train_data import TrainVolume
 
         chosen = self.checked_layers()
         if not chosen:
