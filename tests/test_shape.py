@@ -154,6 +154,17 @@ def test_the_three_study_features_come_first_after_the_volume():
     assert not [k for k in others if any(w in k for w in ("ellipsoid", "angular", "margin"))]
 
 
+def test_study_features_are_the_first_four_of_shape_features():
+    vol = np.zeros((5, 241, 241), bool)
+    vol[1], vol[2], vol[3] = DISC, STAR, DISC & STAR
+    full, quick = shape.shape_features(vol, (3, 0.5, 0.5)), shape.study_features(vol, (3, 0.5, 0.5))
+    assert quick == {k: full[k] for k in ("volume_ml", *shape.THREE_FEATURES)}
+    assert shape.study_features(np.zeros((2, 3, 3))) == {
+        "volume_ml": 0.0,
+        **dict.fromkeys(shape.THREE_FEATURES),
+    }
+
+
 @pytest.mark.parametrize("which", ["empty", "one voxel", "one slice", "a line"])
 def test_undefined_features_are_none_never_nan_or_a_crash(which):
     m = np.zeros((6, 20, 20), bool)

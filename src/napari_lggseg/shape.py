@@ -252,6 +252,26 @@ def _volume_descriptors(m: np.ndarray, sp: tuple[float, float, float]) -> dict:
     return out
 
 
+def study_features(mask: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> dict[str, float | None]:
+    """``volume_ml`` and the three study features only (no descriptors): what the Segment
+    widget shows; a few tens of ms for a typical LGG mask, still best off the GUI thread."""
+    m = np.asarray(mask)
+    if m.ndim != 3:
+        raise ValueError(f"a tumour mask is a (Z, Y, X) volume, got shape {m.shape}")
+    m = m > 0
+    sp = _spacing3(spacing)
+    z = largest_slice(m)
+    if z is not None:
+        box = ndimage.find_objects(m.astype(np.uint8))[0]
+        m, z = m[box], z - box[0].start
+    return {
+        "volume_ml": float(m.sum() * np.prod(sp) / 1000.0),
+        "bounding_ellipsoid_volume_ratio": bounding_ellipsoid_volume_ratio(m, sp),
+        "angular_sd": None if z is None else angular_sd(m[z], sp[1:]),
+        "margin_fluctuation": None if z is None else margin_fluctuation(m[z], sp[1:]),
+    }
+
+
 def shape_features(mask: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> dict[str, float | int | None]:
     """All features of a (Z, Y, X) tumour mask with voxel ``spacing`` (mm, Z Y X), in this order:
     ``volume_ml``, the three study features (``THREE_FEATURES``), then descriptors. Values that
