@@ -1,7 +1,7 @@
 """Seconds for one fine-tuning round: what the widget's "Fine-tune" button costs (target <= 60 s
 on 2 CPU cores).
 
-The round is ``training.fine_tune_config(1)``: 3 epochs of 10 steps of 16 slices, lr 1e-4,
+The round is ``finetune.fine_tune_config(1)``: 3 epochs of 10 steps of 16 slices, lr 1e-4,
 BatchNorm frozen, steps capped at 51 s. It runs on one corrected volume: a real patient from
 ``--data`` (default ``../shared/lgg/kaggle_3m``; the training-split patient whose slice count is
 closest to 33, or ``--patient``) whose ground truth stands in for a person's correction, saved
@@ -71,7 +71,7 @@ def main() -> None:
 
     import torch
 
-    from napari_lggseg import lgg_io, models, training
+    from napari_lggseg import finetune, lgg_io, models, train_data, training
     from napari_lggseg.preprocess import Recipe
     from napari_lggseg.unet import UNet
 
@@ -112,9 +112,9 @@ def main() -> None:
             model.eval()(torch.zeros(2, recipe.in_channels, recipe.size, recipe.size))
 
         t0 = time.perf_counter()
-        volumes = training.volumes_from_path(corrections)
+        volumes = train_data.volumes_from_path(corrections)
         t_read = time.perf_counter() - t0
-        cfg = training.fine_tune_config(len(volumes), device=args.device)
+        cfg = finetune.fine_tune_config(len(volumes), device=args.device)
         steps_seen = []
         t1 = time.perf_counter()
         result = training.train(

@@ -218,9 +218,11 @@ def ensure_model(name: str | None) -> str:
     if models.list_models():
         return models.default_model_name("cpu")
     # empty store: a tiny model, as the tests train it
+    from napari_lggseg.finetune import model_card
     from napari_lggseg.preprocess import Recipe
     from napari_lggseg.synthetic import make_synthetic_patient
-    from napari_lggseg.training import TrainConfig, TrainVolume, model_card, train
+    from napari_lggseg.train_data import TrainVolume
+    from napari_lggseg.training import TrainConfig, train
     from napari_lggseg.unet import UNet
 
     print("no model in the store: training a tiny one (width 8, 64 px) first…", flush=True)

@@ -1,9 +1,9 @@
-"""``torchrun --nproc_per_node=2 -m napari_lggseg.training``: DDP on the CPU (gloo), end to end.
+"""``torchrun --nproc_per_node=2 -m napari_lggseg.cli train``: DDP on the CPU (gloo), end to end.
 
-Two processes train a tiny new U-Net for a few steps on synthetic patients written in the LGG
+Two processes train a tiny new U-Net for a few steps on small patients written in the LGG
 layout. The ranks must end with identical weights (each writes a hash through the
-``LGGSEG_DUMP_WEIGHT_HASH`` hook of training.py), and exactly one model must land in the store,
-holding those weights.
+``LGGSEG_DUMP_WEIGHT_HASH`` hook of distributed.py), and exactly one model must land in the
+store, holding those weights. ``python -m napari_lggseg.training`` points at that command.
 """
 
 from __future__ import annotations
@@ -15,19 +15,23 @@ import sys
 
 import pytest
 import torch
-from test_training import pid, write_synthetic_patient
+from conftest import write_lgg_patient
 
-from napari_lggseg import models, training
+from napari_lggseg import models
+from napari_lggseg.distributed import state_dict_hash
 
-pytestmark = pytest.mark.skipif(
-    not torch.distributed.is_available(), reason="this torch build has no torch.distributed"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not torch.distributed.is_available(), reason="this torch build has no torch.distributed"
+    ),
+]
 
 
 def test_torchrun_two_cpu_processes_keep_identical_weights_and_save_one_model(tmp_path):
     data = tmp_path / "data"
     for k in (1, 2, 3):
-        write_synthetic_patient(data, pid(k), seed=k, n_slices=8, size=64)
+        write_lgg_patient(data, f"TCGA_SY_{k:04d}_20000101", n=8, size=64, seed=k)
     store = tmp_path / "store"
     dump = tmp_path / "weights"
     env = dict(
@@ -44,7 +48,8 @@ def test_torchrun_two_cpu_processes_keep_identical_weights_and_save_one_model(tm
         "--standalone",
         "--nproc_per_node=2",
         "-m",
-        "napari_lggseg.training",
+        "napari_lggseg.cli",
+        "train",
         "--data",
         str(data),
         "--name",
@@ -80,7 +85,7 @@ def test_torchrun_two_cpu_processes_keep_identical_weights_and_save_one_model(tm
     )
     info = models.get_model(str(store / "ddp-test"))
     saved = models.load_state_dict(info)  # checks the card's sha256 too
-    assert training.state_dict_hash(saved) == hashes[0]["returned"]
+    assert state_dict_hash(saved) == hashes[0]["returned"]
     card = info.card
     assert card["training"]["steps"] == 2 * 10  # 2 epochs of the default 10..200 steps
     assert (
@@ -88,3 +93,14 @@ def test_torchrun_two_cpu_processes_keep_identical_weights_and_save_one_model(tm
         and len(card["training_data"]["val_patients"]) == 1
     )
     assert [row["epoch"] for row in card["history"]] == [0, 1, 2]
+
+
+def test_python_m_training_points_at_the_cli_command():
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_lggseg.training", "--data", "x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "torchrun --nproc_per_node=N -m napari_lggseg.cli train" in proc.stderr

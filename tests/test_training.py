@@ -17,10 +17,11 @@ import pytest
 import tifffile
 import torch
 
-from napari_lggseg import lgg_io, models, training
+from napari_lggseg import finetune, lgg_io, models, train_data, training
 from napari_lggseg.preprocess import Recipe, prepare, prepare_mask
 from napari_lggseg.synthetic import make_synthetic_patient
-from napari_lggseg.training import TrainConfig, TrainVolume, augment, split_patients, train
+from napari_lggseg.train_data import TrainVolume, augment, split_patients
+from napari_lggseg.training import StopReason, TrainConfig, train
 from napari_lggseg.unet import UNet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,7 +126,7 @@ def test_fine_tuning_lowers_the_loss_and_raises_validation_dice(tiny_model_store
 
     before = result.history[0]["val_dice"]
     losses = [row["loss"] for row in result.history[1:]]
-    assert result.stopped == "finished" and result.steps == 24
+    assert result.stopped is StopReason.FINISHED and result.steps == 24
     assert losses[-1] < 0.8 * losses[0], losses
     assert 0.3 < before < 0.85, (
         f"the starting model should be weak but working (val Dice {before:.3f})"
@@ -175,7 +176,7 @@ def test_cancelled_run_leaves_the_parent_model_and_the_store_untouched(tmp_path,
         fine_tune=True,
     )
 
-    assert result.stopped == "cancelled"
+    assert result.stopped is StopReason.CANCELLED
     assert result.steps == 3 and seen == [1, 2, 3], (
         "the run must stop at the first step after cancel"
     )
@@ -215,7 +216,7 @@ def test_resume_continues_the_step_count_history_and_sampling(tmp_path):
         cancel=stop,
         checkpoint=ckpt,
     )
-    assert first.stopped == "cancelled" and first.steps == 6 and ckpt.is_file()
+    assert first.stopped is StopReason.CANCELLED and first.steps == 6 and ckpt.is_file()
 
     resumed_model = tiny_unet(seed=99)  # different weights: the checkpoint must replace them
     resumed = train(resumed_model, SMALL, vols, val, cfg, resume=ckpt)
@@ -224,7 +225,7 @@ def test_resume_continues_the_step_count_history_and_sampling(tmp_path):
     assert [row["epoch"] for row in resumed.history] == [0, 1, 2, 3, 4]
     assert [row["step"] for row in resumed.history] == [0, 3, 6, 9, 12]
     assert resumed.history[:3] == first.history[:3]
-    assert resumed.stopped == "finished"
+    assert resumed.stopped is StopReason.FINISHED
     for k, v in straight.state_dict().items():
         torch.testing.assert_close(resumed_model.state_dict()[k], v, rtol=1e-5, atol=1e-6, msg=k)
     assert [r["val_dice"] for r in resumed.history] == pytest.approx(
@@ -295,8 +296,8 @@ def test_non_finite_values_stop_cleanly_with_the_last_good_weights(monkeypatch, 
         progress=progress,
     )
 
-    assert result.stopped.startswith("non-finite"), result.stopped
-    assert f"step {k + 1}" in result.stopped
+    assert result.stopped is StopReason.NON_FINITE, result.message
+    assert f"step {k + 1}" in result.message
     assert result.steps == k
     for v in result.state_dict.values():
         assert torch.isfinite(v.float()).all()
@@ -347,7 +348,7 @@ def test_only_reviewed_slices_of_a_corrections_folder_are_learned(tmp_path, tiny
             model=tiny_model_store,
         )
 
-    [vol] = training.volumes_from_path(folders[False])
+    [vol] = train_data.volumes_from_path(folders[False])
     assert vol.source == "corrections" and list(vol.labelled_slices) == reviewed
     np.testing.assert_array_equal(vol.image, image)
     np.testing.assert_array_equal(vol.mask, corrected)
@@ -359,7 +360,7 @@ def test_only_reviewed_slices_of_a_corrections_folder_are_learned(tmp_path, tiny
         result = train(
             model,
             recipe,
-            training.load_volumes(folder),
+            train_data.load_volumes(folder),
             None,
             TrainConfig(
                 epochs=1, steps_per_epoch=20, batch_size=8, lr=1e-3, warmup_steps=3, device="cpu"
@@ -512,7 +513,7 @@ def test_augment_substitutes_pre_and_post_contrast_by_flair():
 def test_fine_tune_config_is_a_short_gentle_round():
     """The widget's default round: a fixed, small number of steps, capped at about a minute, with
     BatchNorm frozen for a few volumes (what test_batchnorm... checks the loop honours)."""
-    cfg = training.fine_tune_config(1)
+    cfg = finetune.fine_tune_config(1)
     assert cfg.epochs * cfg.steps_per_epoch <= 60 and cfg.minutes is not None and cfg.minutes < 1.0
     assert cfg.lr <= 1e-4 and cfg.freeze_bn  # 3e-4 cost other sites 0.02-0.08 Dice (ROUNDS.md)
-    assert not training.fine_tune_config(20).freeze_bn
+    assert not finetune.fine_tune_config(20).freeze_bn

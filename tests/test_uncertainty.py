@@ -77,7 +77,8 @@ CASES = (7, 8, 9)  # synthetic patients the model never saw (it trains on 1..6)
 def calibrated_segmenter():
     from napari_lggseg.inference import Segmenter
     from napari_lggseg.preprocess import Recipe
-    from napari_lggseg.training import TrainConfig, TrainVolume, train
+    from napari_lggseg.train_data import TrainVolume
+    from napari_lggseg.training import TrainConfig, train
     from napari_lggseg.unet import UNet
 
     threads = torch.get_num_threads()

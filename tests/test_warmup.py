@@ -20,7 +20,8 @@ SCRIPT = textwrap.dedent("""
 
     from napari_lggseg.inference import Segmenter
     from napari_lggseg.preprocess import Recipe
-    from napari_lggseg.training import TrainConfig, TrainVolume, train
+    from napari_lggseg.train_data import TrainVolume
+    from napari_lggseg.training import TrainConfig, train
     from napari_lggseg.uncertainty import slices_to_review
     from napari_lggseg.unet import UNet
 

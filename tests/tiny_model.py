@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
 
 TINY_NAME = "tiny-synthetic"
 
@@ -17,18 +16,18 @@ TINY_NAME = "tiny-synthetic"
 def train_tiny_model(root, name: str = TINY_NAME, steps: int = 120, seed: int = 0):
     """Train width-8, 64-pixel U-Net on synthetic patients (seeds 1..6); save it under ``root``."""
     from napari_lggseg import models
+    from napari_lggseg.finetune import model_card
     from napari_lggseg.preprocess import Recipe
     from napari_lggseg.synthetic import make_synthetic_patient
-    from napari_lggseg.training import TrainConfig, TrainVolume, model_card, train
-    from napari_lggseg.unet import UNet
+    from napari_lggseg.train_data import TrainVolume
+    from napari_lggseg.training import TrainConfig, new_model, train
 
-    torch.manual_seed(seed)
     vols = []
     for s in range(1, 8):
         img, mask = make_synthetic_patient(seed=s, n_slices=16, size=128)
         vols.append(TrainVolume(f"SYNTH_{s}", img, mask))
     recipe = Recipe(size=64, context=0)
-    model = UNet(recipe.in_channels, 1, 8)
+    model = new_model(recipe, 8, seed)
     cfg = TrainConfig(
         epochs=4,
         steps_per_epoch=steps // 4,

@@ -263,7 +263,7 @@ def main() -> None:
 
     import torch
 
-    from napari_lggseg.training import load_volumes
+    from napari_lggseg.train_data import load_volumes
 
     torch.set_num_threads(args.threads)
     if not args.data.is_dir():

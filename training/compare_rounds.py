@@ -61,7 +61,7 @@ def main() -> None:
     os.environ["LGGSEG_MODEL_DIR"] = str(args.base_dir)
 
     from napari_lggseg import lgg_io, models, training
-    from napari_lggseg.finetune import default_config
+    from napari_lggseg.finetune import fine_tune_config as default_config
     from napari_lggseg.preprocess import Recipe
 
     info = models.get_model(args.base)

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from napari_lggseg.lgg_io import list_patients
-from napari_lggseg.training import split_patients
+from napari_lggseg.train_data import split_patients
 
 HERE = Path(__file__).parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "lgg" / "kaggle_3m"

@@ -45,7 +45,7 @@ def evaluate(segmenter, patients) -> dict[str, float]:
 def read_volume(folder, labelled=None):
     """A patient folder as a training volume (``labelled``: trusted slices, None = all)."""
     from napari_lggseg import lgg_io
-    from napari_lggseg.training import TrainVolume
+    from napari_lggseg.train_data import TrainVolume
 
     p = lgg_io.read_patient(folder)
     return TrainVolume(p.patient_id, p.image, p.mask, labelled)
@@ -116,9 +116,11 @@ def main() -> None:
     os.environ["LGGSEG_MODEL_DIR"] = str(args.base_dir)
 
     from napari_lggseg import lgg_io, models
-    from napari_lggseg.finetune import default_config, fine_tune
+    from napari_lggseg.finetune import fine_tune, model_card
+    from napari_lggseg.finetune import fine_tune_config as default_config
     from napari_lggseg.preprocess import Recipe
-    from napari_lggseg.training import TrainConfig, TrainVolume, model_card, split_patients, train
+    from napari_lggseg.train_data import TrainVolume, split_patients
+    from napari_lggseg.training import TrainConfig, train
     from napari_lggseg.uncertainty import slices_to_review
     from napari_lggseg.unet import UNet
 

@@ -1,9 +1,18 @@
-"""``lggseg train``: train a new model or fine-tune one on masks and corrections (torchrun too)."""
+"""``lggseg train``: train a new model or fine-tune one on masks and corrections.
+
+Fine-tuning (``--from``) goes through :func:`napari_lggseg.finetune.fine_tune`, the path the
+Fine-tune widget takes. Several processes (DDP; only rank 0 prints and saves)::
+
+    torchrun --nproc_per_node=N -m napari_lggseg.cli train --data DIR ... --name NEW
+"""
 
 from __future__ import annotations
 
 import shlex
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -16,7 +25,8 @@ def add_parser(subparsers) -> None:
         help="train a new model or fine-tune one on masks and corrections",
         description="Train or fine-tune on patient folders with masks, corrections folders, "
         "or roots of patient folders. Runs under torchrun too (only rank 0 saves). Ctrl-C "
-        "stops between steps and saves the best model so far.",
+        "stops between steps and saves the best model so far (a new model that has not "
+        "finished an epoch yet is not saved).",
     )
     p.add_argument("--data", nargs="+", required=True, metavar="DIR")
     p.add_argument(
@@ -64,15 +74,13 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    import signal
-    import threading
-
     import torch
 
-    from .. import models, training
+    from .. import finetune, models, train_data, training
+    from ..checkpoint import CheckpointError, check_writable
     from ..devices import resolve_device
+    from ..distributed import rank_and_world
     from ..preprocess import Recipe
-    from ..unet import UNet
 
     resolve_device(args.device, fallback=False)  # a clear error before minutes of loading
     for p in args.data:
@@ -80,142 +88,180 @@ def run(args) -> int:
             raise CLIError(f"{p}: no such folder")
     if args.resume and not Path(args.resume).is_file():
         raise CLIError(f"{args.resume}: no such checkpoint file")
-    rank, world = training._dist_info()
+    try:
+        if args.checkpoint:
+            check_writable(args.checkpoint)
+    except CheckpointError as exc:
+        raise CLIError(str(exc)) from exc
+    rank, world = rank_and_world()
     say = print if rank == 0 else (lambda *a, **k: None)
-
-    parent = None
-    if args.from_model:
-        model, info = models.load_model(args.from_model)
-        parent = info.name
-        recipe = Recipe.from_dict(info.card["preprocessing"])
-        width = int(info.card.get("architecture", {}).get("width", model.width))
-    else:
-        recipe = Recipe()
-        width = args.width
-        model = UNet(recipe.in_channels, 1, width)
-    name = args.name or f"{parent or 'lgg'}-ft-{datetime.now():%Y%m%d-%H%M}"
-    models.check_name(name)
-
-    volumes = training.load_volumes(
-        args.data, patients=set(ids) if (ids := patient_ids(args.patients)) else None
+    parent = models.get_model(args.from_model) if args.from_model else None
+    name = models.check_name(
+        args.name or f"{parent.name if parent else 'lgg'}-ft-{datetime.now():%Y%m%d-%H%M}"
     )
-    if not volumes:
-        raise CLIError(f"no volumes with masks to learn from in {', '.join(args.data)}")
-    pids = sorted({v.patient_id for v in volumes})
-    if args.from_model and len(pids) < 2:
-        train_ids, val_ids = pids, []
-    else:
-        train_ids, val_ids = training.split_patients(pids, args.val_fraction, args.seed)
-    train_vols = [v for v in volumes if v.patient_id in set(train_ids)]
-    val_vols = [v for v in volumes if v.patient_id in set(val_ids)]
+    train_vols, val_vols = _volumes(args, say, parent is not None, train_data)
+    width = parent.card["architecture"]["width"] if parent else args.width
+    val_ids = sorted({v.patient_id for v in val_vols})
     say(
-        f"{'fine-tuning ' + parent if parent else f'training a new U-Net (width {width})'} on "
-        f"{len(train_ids)} patient(s), validating on {len(val_ids)}"
+        f"{'fine-tuning ' + parent.name if parent else f'training a new U-Net (width {width})'} "
+        f"on {len({v.patient_id for v in train_vols})} patient(s), validating on {len(val_ids)}"
         + (f" ({', '.join(val_ids)})" if 0 < len(val_ids) <= 5 else "")
         + (f"; {world} processes" if world > 1 else "")
     )
+    cfg = _config(args, fine_tuning=parent is not None)
+    command = shlex.join([PROG, *getattr(args, "argv", [])])
+    printer, result = _EpochPrinter(say), None
+    run_kw = dict(progress=printer, checkpoint=args.checkpoint, resume=args.resume)
+    try:
+        with _ctrl_c(printer, learned=parent is not None or bool(args.resume)) as cancel:
+            if parent:
+                info, result = finetune.fine_tune(
+                    parent.name, train_vols, val_vols, cfg, name=name, cancel=cancel,
+                    keep_if_cancelled=True, card_extra={"command": command}, **run_kw,
+                )  # fmt: skip
+                return _report(say, result, val_vols, info)
+            recipe = Recipe()
+            model = training.new_model(recipe, width, args.seed)
+            result = training.train(
+                model, recipe, train_vols, val_vols, cfg, cancel=cancel, **run_kw
+            )
+        if result.epochs_done == 0:
+            return _report(say, result, val_vols, None, nothing_learned=True)
+        card = finetune.model_card(recipe, width, result, cfg, None, command=command)
+        info = finetune.save_trained(result.state_dict, card, name)
+        return _report(say, result, val_vols, info)
+    except finetune.ModelNotStored as exc:
+        _report(say, exc.result or result, val_vols, None)
+        raise
+    except CheckpointError as exc:
+        raise CLIError(str(exc)) from exc
+    finally:
+        printer.bar.close()
+        if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
-    lr = args.lr if args.lr is not None else (training.fine_tune_config().lr if parent else 1e-3)
-    cfg = training.TrainConfig(
+
+def _config(args, fine_tuning: bool):
+    """The run's budget and hyper-parameters from the flags; with ``--from`` the learning rate
+    defaults to the fine-tuning round's."""
+    from ..finetune import fine_tune_config
+    from ..training import TrainConfig
+
+    default_lr = fine_tune_config().lr if fine_tuning else TrainConfig.lr
+    return TrainConfig(
         epochs=args.epochs,
         minutes=args.minutes,
         batch_size=args.batch_size,
-        lr=lr,
+        lr=args.lr if args.lr is not None else default_lr,
         loss=args.loss,
         seed=args.seed,
         device=args.device,
     )
-    if cfg.epochs is None and cfg.minutes is None:
-        cfg.epochs = 10
 
-    bar = ProgressBar("training")
 
-    def progress(ev: dict) -> None:
+def _volumes(args, say, fine_tuning: bool, train_data):
+    """``(train, validation)`` volumes: the patient-level split (a fine-tuning run on a single
+    patient validates on none); volumes without a reviewed slice are named and left out."""
+    volumes = train_data.load_volumes(
+        args.data, patients=set(ids) if (ids := patient_ids(args.patients)) else None
+    )
+    if not volumes:
+        raise CLIError(f"no volumes with masks to learn from in {', '.join(args.data)}")
+    empty = train_data.unlabelled(volumes)
+    for v in empty:
+        say(f"{v.folder or v.patient_id}: no reviewed slices, left out")
+    volumes = [v for v in volumes if not any(v is e for e in empty)]
+    pids = sorted({v.patient_id for v in volumes})
+    if fine_tuning and len(pids) < 2:
+        train_ids, val_ids = pids, []
+    else:
+        train_ids, val_ids = train_data.split_patients(pids, args.val_fraction, args.seed)
+    return (
+        [v for v in volumes if v.patient_id in set(train_ids)],
+        [v for v in volumes if v.patient_id in set(val_ids)],
+    )
+
+
+class _EpochPrinter:
+    """The progress callback: a bar during an epoch, one line after each."""
+
+    def __init__(self, say):
+        self.say, self.bar, self.epochs_seen = say, ProgressBar("training"), 0
+
+    def __call__(self, ev: dict) -> None:
         if ev["kind"] == "step":
             total = ev.get("total_steps")
             done = ev["step"] if total else int(round(100 * ev.get("fraction", 0.0)))
-            bar.update(done, total or 100, f"epoch {ev['epoch']} loss {ev['loss']:.4f}")
-        else:
-            bar.close()
-            v = ev.get("val_dice")
-            loss = ev.get("loss")
-            say(
-                f"epoch {ev['epoch']}: "
-                + (f"loss {loss:.4f}, " if loss is not None else "before training, ")
-                + (
-                    f"validation Dice {v:.4f}"
-                    if v is not None
-                    else "not validated"
-                    if ev.get("best_val_dice") is not None
-                    else "no validation"
-                )
-                + (
-                    f" (best {ev['best_val_dice']:.4f})"
-                    if ev.get("best_val_dice") is not None
-                    else ""
-                )
-                + f", {ev.get('seconds', 0):.0f} s",
-                flush=True,
-            )
-
-    cancel = threading.Event()
-    old_handler = None
-    if threading.current_thread() is threading.main_thread():
-
-        def on_sigint(signum, frame):
-            if cancel.is_set():
-                raise KeyboardInterrupt
-            cancel.set()
-            bar.close()
-            print(
-                "stopping after this step and keeping the best model so far (Ctrl-C again to abort)",
-                file=sys.stderr,
-                flush=True,
-            )
-
-        old_handler = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        result = training.train(
-            model,
-            recipe,
-            train_vols,
-            val_vols,
-            cfg,
-            progress=progress,
-            cancel=cancel,
-            checkpoint=args.checkpoint,
-            resume=args.resume,
-            fine_tune=bool(parent),
+            self.bar.update(done, total or 100, f"epoch {ev['epoch']} loss {ev['loss']:.4f}")
+            return
+        self.bar.close()
+        self.epochs_seen += ev["epoch"] > 0
+        v, loss, best = ev.get("val_dice"), ev.get("loss"), ev.get("best_val_dice")
+        dice = (
+            f"validation Dice {v:.4f}"
+            if v is not None
+            else "not validated"
+            if best is not None
+            else "no validation"
         )
-    finally:
-        bar.close()
-        if old_handler is not None:
-            signal.signal(signal.SIGINT, old_handler)
+        self.say(
+            f"epoch {ev['epoch']}: "
+            + (f"loss {loss:.4f}, " if loss is not None else "before training, ")
+            + dice
+            + (f" (best {best:.4f})" if best is not None else "")
+            + f", {ev.get('seconds', 0):.0f} s",
+            flush=True,
+        )
+
+
+@contextmanager
+def _ctrl_c(printer: _EpochPrinter, learned: bool):
+    """A cancel flag the first Ctrl-C sets (the run stops after the step); a second aborts."""
+    cancel = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield cancel
+        return
+
+    def on_sigint(signum, frame):
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        printer.bar.close()
+        keep = (
+            "keeping the best model so far"
+            if learned or printer.epochs_seen
+            else "no epoch has finished, so there is no model to keep: no model will be saved"
+        )
+        print(
+            f"stopping after this step; {keep} (Ctrl-C again to abort)", file=sys.stderr, flush=True
+        )
+
+    old = signal.signal(signal.SIGINT, on_sigint)
     try:
-        before = result.history[0].get("val_dice") if result.history else None
-        after = result.best_val_dice if val_vols else None
-        say(f"stopped: {result.stopped}; {result.steps} steps in {result.seconds / 60:.1f} min")
-        if val_vols:
-            say(
-                f"validation Dice before {fmt(before, '.4f')}, after {fmt(after, '.4f')} "
-                f"(best epoch {result.best_epoch})"
-            )
-        else:
-            say(
-                "no validation patients: the last weights are kept (give more patients to measure the model)"
-            )
-        if rank == 0:
-            card = training.model_card(
-                recipe,
-                width,
-                result,
-                cfg,
-                parent,
-                command=shlex.join([PROG, *getattr(args, "argv", [])]),
-            )
-            info = models.save_model(result.state_dict, card, models.unique_name(name))
-            say(f"saved model {info.name} in {info.path}")
+        yield cancel
     finally:
-        if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        signal.signal(signal.SIGINT, old)
+
+
+def _report(say, result, val_vols, info, nothing_learned: bool = False) -> int:
+    """Print how the run ended and where the model went; the exit code."""
+    from ..training import StopReason
+
+    why = f" ({result.message})" if result.stopped is not StopReason.FINISHED else ""
+    say(f"stopped: {result.stopped}{why}; {result.steps} steps in {result.seconds / 60:.1f} min")
+    if nothing_learned:
+        say("no epoch finished, so nothing was learned: no model saved")
+        return 130 if result.stopped is StopReason.CANCELLED else 1
+    if val_vols:
+        before = result.history[0].get("val_dice") if result.history else None
+        say(
+            f"validation Dice before {fmt(before, '.4f')}, after {fmt(result.best_val_dice, '.4f')} "
+            f"(best epoch {result.best_epoch})"
+        )
+    else:
+        say(
+            "no validation patients: the last weights are kept (give more patients to measure the model)"
+        )
+    if info is not None:
+        say(f"saved model {info.name} in {info.path}")
     return 0
