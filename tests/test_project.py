@@ -128,6 +128,10 @@ def test_refuses_non_projects_newer_versions_and_a_folder_inside_the_source(data
         Project.open(tmp_path / "p")
     with pytest.raises(ProjectError, match="already holds a project"):
         Project.create(data, tmp_path / "p")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(ProjectError, match="new or empty"):
+        Project.create(data, tmp_path / "busy")
 
 
 # --------------------------------------------------------------------------- order

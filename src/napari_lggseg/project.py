@@ -94,6 +94,8 @@ class Project:
         sources.check_separate(src.root, folder)
         if (folder / store.PROJECT_FILE).exists():
             raise ProjectError(f"{folder}: already holds a project; open it instead")
+        if folder.is_dir() and any(folder.iterdir()):
+            raise ProjectError(f"{folder}: holds other files; choose a new or empty project folder")
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -252,13 +252,35 @@ class NiftiSource(CaseSource):
 
         self._repoint(case_id, folder)
         try:
-            saved = read_saved_mask(folder)
+            if self._loaded is not None and self._loaded[0] == case_id:
+                mask = self._mask_onto(self._loaded[1], folder)  # the scan is read already
+            else:
+                mask = read_saved_mask(folder).mask
         except (scan_io.ScanFormatError, OSError) as exc:
             raise CaseReadError(str(exc)) from exc
-        created = saved.sidecar.get("created", "")
+        meta = self.edit_info(folder) or {}
         return SavedEdit(
-            saved.mask, saved.reviewed_slices, saved.whole_volume_reviewed, saved.model, created
+            mask,
+            [int(i) for i in meta.get("reviewed_slices", [])],
+            bool(meta.get("whole_volume_reviewed", False)),
+            meta.get("model"),
+            meta.get("created", ""),
         )
+
+    @staticmethod
+    def _mask_onto(case, folder: Path) -> np.ndarray:
+        """The saved mask on the loaded case's grid, with read_saved_mask's grid check, without
+        reading the case's scans a second time."""
+        from .scan_io import ScanFormatError, load_nifti, same_grid, volume_shape
+        from .scan_masks import mask_paths
+
+        mask_file, _ = mask_paths(folder, case.case_id)
+        img = load_nifti(mask_file)
+        shape = tuple(case.reference.shape[:3])
+        if volume_shape(img, mask_file) != shape or not same_grid(img.affine, case.affine):
+            raise ScanFormatError(f"{mask_file}: its grid differs from its case's scan")
+        data = np.asanyarray(img.dataobj).reshape(shape)
+        return case.orientation.to_model((data > 0).astype(np.uint8))
 
     def _repoint(self, case_id: str, folder: Path) -> None:
         """After a relink the sidecar names the old scan: point it at the case's new place."""
