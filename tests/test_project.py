@@ -402,6 +402,8 @@ def test_a_lock_of_another_host_needs_take_over(project):
     with pytest.raises(ProjectLockedError, match="ann on other-machine"):
         Project.open(project.folder)
     Project.open(project.folder, take_over=True).close()
+    (project.folder / ".lggseg_project.lock").write_text("{damaged")
+    Project.open(project.folder).close()  # a damaged lock names nobody: taken over
 
 
 def test_a_reused_pid_does_not_keep_a_stale_lock(project):

@@ -117,9 +117,10 @@ class Project:
     def open(cls, project_folder: str | os.PathLike, *, take_over: bool = False) -> Project:
         """Open an existing project; see :attr:`missing_cases` when its source moved."""
         folder = Path(project_folder)
-        state = store.read_project_file(folder)
+        store.read_project_file(folder)  # not a project: say so before touching the lock
         lock = store.acquire_lock(folder, take_over)
         try:
+            state = store.read_project_file(folder)  # as its last holder left it
             source = sources.source_from_state(folder, state)
             project = cls(folder, state, source, lock)
             project._recover()

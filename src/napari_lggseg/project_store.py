@@ -163,6 +163,8 @@ def _process_start(pid: int) -> str | None:
 
 
 def _pid_alive(holder: LockHolder) -> bool:
+    if holder.pid <= 0:  # an unreadable lock (and never signal -1 or 0: process groups)
+        return False
     try:
         os.kill(holder.pid, 0)
     except ProcessLookupError:
@@ -178,7 +180,8 @@ def _pid_alive(holder: LockHolder) -> bool:
 
 
 def read_lock(folder: Path) -> LockHolder | None:
-    """The lock's holder, None when there is no lock; an unreadable lock reads as a dead holder."""
+    """The lock's holder, None when there is no lock. Locks are never written in part, so an
+    unreadable one is damaged: it reads as a dead holder on this host, to be taken over."""
     path = Path(folder) / LOCK_FILE
     try:
         raw = json.loads(path.read_text())
@@ -186,7 +189,7 @@ def read_lock(folder: Path) -> LockHolder | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError, TypeError):
-        return LockHolder(pid=-1, host="?", user="?", since="?", token="unreadable")
+        return LockHolder(0, socket.gethostname(), "unknown", "?", "unreadable")
 
 
 def _new_holder() -> LockHolder:
@@ -268,7 +271,7 @@ def release_lock(folder: Path, holder: LockHolder) -> None:
     """Remove the lock if it is still ``holder``'s (someone may have taken it over)."""
     current = read_lock(folder)
     if current is not None and current.token == holder.token:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # left behind, it reads as stale once we are gone
             (Path(folder) / LOCK_FILE).unlink()
 
 
