@@ -343,8 +343,11 @@ PAPER = {
 PAPER_BEVR_ALL = "p < 0.02 (every tested subtype)"
 
 
-def mark(p) -> str:
-    return "" if p is None else (" **\\*\\***" if p < PAPER_ALPHA else " \\*" if p < 0.05 else "")
+def pcell(p) -> str:
+    """A p-value cell: bold below the paper's threshold, a star below 0.05."""
+    if p is None:
+        return "n/a"
+    return f"**{fmt_p(p)}**" if p < PAPER_ALPHA else f"{fmt_p(p)} \\*" if p < 0.05 else fmt_p(p)
 
 
 def association_table(res, n_tests: int) -> list[str]:
@@ -355,8 +358,8 @@ def association_table(res, n_tests: int) -> list[str]:
             e, a = res["assoc"][("expert", f, s)], res["assoc"][("auto", f, s)]
             paper = PAPER.get((f, s), PAPER_BEVR_ALL if SHORT[f] == "BEVR" else "")
             out.append(
-                f"| {SHORT[f]} | {s} | {e['n'] if e else 0} | {fmt_p(e and e['p'])}{mark(e and e['p'])} "
-                f"| {fmt_p(a and a['p'])}{mark(a and a['p'])} | {paper} |"
+                f"| {SHORT[f]} | {s} | {e['n'] if e else 0} | {pcell(e and e['p'])} "
+                f"| {pcell(a and a['p'])} | {paper} |"
             )
     return out
 
@@ -479,7 +482,7 @@ def write_report(out: Path, rows, res, meta: dict, figures: dict) -> None:
         "",
         f"Each feature split at its median; Fisher's exact test (2 x k, Freeman-Halton, two-sided) "
         f"against each cluster column of data.csv; patients with a blank cell are left out of that "
-        f"test. \\*\\*\\* p < {PAPER_ALPHA:g} (the paper's Bonferroni threshold, 0.05/{PAPER_HYPOTHESES}); "
+        f"test. **Bold**: p < {PAPER_ALPHA:g} (the paper's Bonferroni threshold, 0.05/{PAPER_HYPOTHESES}); "
         f"\\* p < 0.05 uncorrected.",
         "",
         *association_table(res, n_tests),

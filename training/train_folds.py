@@ -19,7 +19,7 @@ Writes ``training/folds/folds.json`` (the fold of each patient) and one model fo
 (``training/folds/lgg-fold<k>/``: fp16 safetensors + card). Resumes from its checkpoints in
 ``runs/`` when restarted. Run it in the background, gently:
 
-    nice -n 15 python training/train_folds.py --epochs 6 > runs/folds.log 2>&1 &
+    nice -n 10 python training/train_folds.py --epochs 4 --val-every 4 > runs/folds.log 2>&1 &
 """
 
 from __future__ import annotations
@@ -129,9 +129,9 @@ def main() -> None:
     )
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--folds", type=int, default=2)
-    ap.add_argument("--epochs", type=int, default=6, help="of 150 steps each")
+    ap.add_argument("--epochs", type=int, default=4, help="of 150 steps each")
     ap.add_argument(
-        "--val-every", type=int, default=2, help="validate every N epochs (and at the end)"
+        "--val-every", type=int, default=4, help="validate every N epochs (and at the end)"
     )
     ap.add_argument("--only", type=int, default=None, help="train this fold only")
     ap.add_argument("--threads", type=int, default=1)
