@@ -9,6 +9,12 @@ Two recipes, named in every model card:
   resize to ``size`` (bilinear, antialiased), z-score each channel over head voxels, and add the
   FLAIR of ``context`` neighbouring slices on each side (2.5-D). Fast (torch resizing), and its
   inverse maps probabilities back with bilinear upsampling.
+* ``robust-zscore`` -- ``crop-zscore`` made indifferent to how a site stores intensities: each
+  sequence's background level is the median of the slice borders (0 for the LGG set and for
+  skull-stripped scans, negative for z-scored ones, an offset for raw integers), the head is what
+  lies 10 % of the way from that level to the 99.9th percentile, and values are clipped to
+  [background, 99.9th percentile of the head] before the z-score. Any gain and offset per
+  sequence then give the same network input (see ``training/SITE_SHIFT.md``).
 
 The geometry of each call is kept so :func:`restore` puts predictions back on the original
 slices; voxels outside the crop come back as background.
@@ -153,12 +159,17 @@ def _with_context(x: np.ndarray, context: int, flair_index: int) -> np.ndarray:
     return np.concatenate([x, np.stack(extra, axis=1)], axis=1)
 
 
+RECIPES = ("crop-zscore", "robust-zscore", "reference")
+
+
 def prepare(volume: np.ndarray, recipe: Recipe) -> tuple[np.ndarray, Geometry]:
     """(Z, H, W, 3) volume (or (Z, H, W) FLAIR) -> network input (Z', C, S, S) float32 + geometry."""
     if recipe.name == "reference":
         return _prepare_reference(volume)
+    if recipe.name == "robust-zscore":
+        return _prepare_robust(volume, recipe)
     if recipe.name != "crop-zscore":
-        raise ValueError(f"unknown preprocessing recipe {recipe.name!r}")
+        raise ValueError(f"unknown preprocessing recipe {recipe.name!r}: one of {RECIPES}")
     volume = _as_volume(volume).astype(np.float32, copy=False)
     z, h, w, _ = volume.shape
     y0, y1, x0, x1 = head_box(volume)
@@ -173,6 +184,54 @@ def prepare(volume: np.ndarray, recipe: Recipe) -> tuple[np.ndarray, Geometry]:
             vals = x[:, c].ravel()
         mean, std = float(vals.mean()), float(vals.std())
         x[:, c] = (x[:, c] - mean) / (std if std > 1e-6 else 1.0)
+    idx = [SEQUENCES.index(c) for c in recipe.channels]
+    x = _with_context(x, recipe.context, FLAIR)[:, idx + list(range(3, 3 + 2 * recipe.context))]
+    geom = Geometry((z, h, w), 0, z, y0, y1, x0, x1, pad, recipe.size)
+    return np.ascontiguousarray(x, dtype=np.float32), geom
+
+
+def background_levels(volume: np.ndarray, border: int = 4) -> np.ndarray:
+    """Per-sequence background level (3,): the median of every slice's outer ``border`` pixels."""
+    v = volume
+    frame = np.concatenate(
+        [
+            v[:, :border].reshape(-1, 3),
+            v[:, -border:].reshape(-1, 3),
+            v[:, :, :border].reshape(-1, 3),
+            v[:, :, -border:].reshape(-1, 3),
+        ]
+    )
+    return np.median(frame, axis=0).astype(np.float32)
+
+
+def _prepare_robust(volume: np.ndarray, recipe: Recipe) -> tuple[np.ndarray, Geometry]:
+    volume = _as_volume(volume).astype(np.float32, copy=False)
+    z, h, w, _ = volume.shape
+    bg = background_levels(volume)
+    top = np.array([np.percentile(volume[..., c], 99.9) for c in range(3)], np.float32)
+    level = bg + 0.1 * np.maximum(top - bg, 1e-6)
+    fg = (volume > level).any(axis=(0, 3))
+    ys, xs = np.nonzero(fg.any(axis=1))[0], np.nonzero(fg.any(axis=0))[0]
+    if ys.size == 0:
+        y0, y1, x0, x1 = 0, h, 0, w
+    else:
+        y0, y1 = max(0, ys[0] - 4), min(h, ys[-1] + 5)
+        x0, x1 = max(0, xs[0] - 4), min(w, xs[-1] + 5)
+    pad = _square_pad(y1 - y0, x1 - x0)
+    # pad with each sequence's own background, not 0 (0 is bright on a z-scored scan)
+    crop = volume[:, y0:y1, x0:x1] - bg
+    crop = np.pad(crop, ((0, 0), pad[:2], pad[2:], (0, 0)))
+    x = _resize_torch(crop.transpose(0, 3, 1, 2), recipe.size, "bilinear")
+    span = (level - bg)[None, :, None, None]
+    head = (x > span).any(axis=1)
+    for c in range(3):
+        vals = x[:, c][head]
+        if vals.size < 16:
+            vals = x[:, c].ravel()
+        hi = float(np.percentile(vals, 99.9))
+        vals = np.clip(vals, 0.0, hi)
+        mean, std = float(vals.mean()), float(vals.std())
+        x[:, c] = (np.clip(x[:, c], 0.0, hi) - mean) / (std if std > 1e-6 else 1.0)
     idx = [SEQUENCES.index(c) for c in recipe.channels]
     x = _with_context(x, recipe.context, FLAIR)[:, idx + list(range(3, 3 + 2 * recipe.context))]
     geom = Geometry((z, h, w), 0, z, y0, y1, x0, x1, pad, recipe.size)
