@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from conftest import write_lgg_patient
+from conftest import tree_hashes, write_lgg_patient
 
 from napari_lggseg import cli, lgg_io, models
 from napari_lggseg.synthetic import make_synthetic_patient
@@ -484,3 +484,202 @@ def test_segment_flags_the_slices_to_check_first(tiny_model_store, tmp_path):  #
     expected = slices_to_review(prob)
     assert extra["flagged_slices"] == [z for z, _ in expected]
     assert scores == pytest.approx([v for _, v in expected], abs=0.06)
+
+
+# --------------------------------------------------------------------------- no lost work, no tracebacks
+
+
+def _error_lines(err: str) -> list[str]:
+    assert "Traceback" not in err, err
+    return [ln for ln in err.splitlines() if ln.startswith("lggseg: error:")]
+
+
+def _segment(inputs, out, model, *extra) -> int:
+    return cli.main(["segment", *map(str, inputs), "--out", str(out), "--model", model, *extra])
+
+
+def test_segment_never_replaces_reviewed_corrections(tiny_model_store, tmp_path, capsys):  # noqa: F811
+    """OUT/<patient> holding a person's corrections is left byte for byte; the new prediction goes
+    to OUT/<patient>.prediction-2 (reused by the next run), and the run says so."""
+    data, out = tmp_path / "data", tmp_path / "out"
+    reviewed = write_lgg_patient(data, name="TCGA_XX_0001_20000101", n=5, size=64, seed=1)
+    other = write_lgg_patient(data, name="TCGA_XX_0002_20000101", n=5, size=64, seed=2)
+    corrections = out / reviewed.name
+    lgg_io.write_corrections(
+        corrections, np.ones((5, 64, 64), np.uint8), reviewed.name, reviewed, reviewed_slices=[2]
+    )
+    before = tree_hashes(corrections)
+    assert _segment([data], out, tiny_model_store) == 0
+    err = capsys.readouterr().err
+    sibling = out / f"{reviewed.name}.prediction-2"
+    assert tree_hashes(corrections) == before
+    assert str(corrections) in err and str(sibling) in err and "reviewed" in err
+    pred = lgg_io.read_corrections(sibling)
+    assert pred.patient_id == reviewed.name and pred.extra["kind"] == "prediction"
+    assert lgg_io.read_corrections(out / other.name).extra["kind"] == "prediction"
+    assert [r["patient"] for r in _read_csv(out / "segmentation.csv")] == [
+        reviewed.name,
+        other.name,
+    ]
+    # again: the earlier sibling prediction is replaced, the corrections still untouched
+    assert _segment([reviewed], out, tiny_model_store) == 0
+    assert tree_hashes(corrections) == before
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(reviewed.name)) == [
+        reviewed.name,
+        sibling.name,
+    ]
+
+
+def test_a_refused_out_folder_does_not_end_the_batch(tiny_model_store, tmp_path, capsys):  # noqa: F811
+    data, out = tmp_path / "data", tmp_path / "out"
+    first = write_lgg_patient(data, name="TCGA_XX_0001_20000101", n=4, size=64, seed=1)
+    second = write_lgg_patient(data, name="TCGA_XX_0002_20000101", n=4, size=64, seed=2)
+    (out / first.name).mkdir(parents=True)
+    (out / first.name / "notes.txt").write_text("not ours to replace")
+    assert _segment([data], out, tiny_model_store) == 2
+    lines = _error_lines(capsys.readouterr().err)
+    assert any(str(out / first.name) in ln for ln in lines), lines
+    assert (out / first.name / "notes.txt").read_text() == "not ours to replace"
+    assert sorted(p.name for p in (out / first.name).iterdir()) == ["notes.txt"]
+    assert lgg_io.read_corrections(out / second.name).patient_id == second.name
+    assert [r["patient"] for r in _read_csv(out / "segmentation.csv")] == [second.name]
+
+
+def test_full_disk_while_writing_the_csv(tiny_model_store, tmp_path, capsys, monkeypatch):  # noqa: F811
+    import errno
+
+    folder = write_lgg_patient(tmp_path / "data", n=4, size=64)
+    out = tmp_path / "out"
+
+    def full(self, row):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(csv.DictWriter, "writerow", full)
+    assert _segment([folder], out, tiny_model_store) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert str(out / "segmentation.csv") in line and "No space left on device" in line
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+    assert not (out / "segmentation.csv").exists()
+
+
+def test_evaluate_names_the_patients_without_masks(tiny_model_store, tmp_path, capsys):  # noqa: F811
+    folder = write_lgg_patient(tmp_path / "data", n=4, size=64, masks=False)
+    argv = ["evaluate", "--data", str(folder), "--model", tiny_model_store]
+    assert cli.main(argv) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert folder.name in line and "mask" in line
+
+
+def test_an_unwritable_csv_is_one_line(tiny_model_store, tmp_path, capsys):  # noqa: F811
+    folder = write_lgg_patient(tmp_path / "data", n=4, size=64)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    table = blocker / "dice.csv"
+    argv = ["evaluate", "--data", str(folder), "--model", tiny_model_store, "--csv", str(table)]
+    assert cli.main(argv) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert str(table) in line
+
+
+def _bad_model(store: Path, name: str, card_text: str) -> None:
+    (store / name).mkdir()
+    (store / name / models.WEIGHTS).write_bytes(b"\0" * 64)
+    (store / name / models.CARD).write_text(card_text)
+
+
+def test_bad_models_are_listed_unusable_and_deletable(
+    own_store, tiny_model_store, tmp_path, capsys
+):  # noqa: F811
+    good = models.get_model(tiny_model_store).card
+    _bad_model(own_store, "a-list", "[]")
+    _bad_model(
+        own_store, "no-arch", json.dumps({k: v for k, v in good.items() if k != "architecture"})
+    )
+    _bad_model(
+        own_store, "alien", json.dumps(dict(good, architecture={"name": "vit-b16", "width": 8}))
+    )
+    _bad_model(own_store, "cut", json.dumps(good)[:50])
+    assert cli.main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0].split()
+    assert header[:6] == ["name", "kind", "val", "Dice", "parent", "created"]
+    shipped_default = models.default_model_name()
+    assert lines[2].startswith(shipped_default)  # the shipped default stays first
+    rows = {
+        ln.split()[0]: ln for ln in lines[2:] if ln.strip() and not ln.startswith("user models")
+    }
+    assert "unusable" not in rows[tiny_model_store]
+    for name, words in {
+        "a-list": "not a JSON object",
+        "no-arch": "'architecture'",
+        "alien": "unknown architecture 'vit-b16'",
+        "cut": "not valid JSON",
+    }.items():
+        assert "unusable" in rows[name] and words in rows[name], rows[name]
+        assert rows[name].index("unusable") > rows[name].index(name) + len(name)  # last column
+    # the shipped default still segments
+    folder = write_lgg_patient(tmp_path / "data", n=4, size=64, masks=False)
+    assert cli.main(["segment", str(folder), "--out", str(tmp_path / "o"), "--device", "cpu"]) == 0
+    assert lgg_io.read_corrections(tmp_path / "o" / folder.name).model == shipped_default
+    capsys.readouterr()
+    # using a bad model is one line; deleting it works
+    assert (
+        cli.main(["segment", str(folder), "--out", str(tmp_path / "o2"), "--model", "alien"]) == 2
+    )
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert "unusable" in line and str(own_store / "alien" / models.CARD) in line
+    for name in ("a-list", "no-arch", "alien", "cut"):
+        assert cli.main(["models", "delete", name]) == 0
+    assert sorted(p.name for p in own_store.iterdir()) == [tiny_model_store]
+
+
+def _exported_copy(tmp_path, source: Path, card_edit=None, weights: bytes | None = None) -> Path:
+    folder = tmp_path / "usb" / "theirs"
+    shutil.copytree(source, folder)
+    card = json.loads((folder / models.CARD).read_text())
+    if weights is not None:
+        (folder / models.WEIGHTS).write_bytes(weights)
+        card["sha256"] = models.sha256_of(folder / models.WEIGHTS)
+    (folder / models.CARD).write_text(json.dumps(card_edit(card) if card_edit else card))
+    return folder
+
+
+@pytest.mark.parametrize("case", ["unknown architecture", "do not fit", "not safetensors"])
+def test_models_import_refuses_bad_models_in_one_line(
+    case, own_store, tiny_model_store, tmp_path, capsys
+):  # noqa: F811
+    source = models.get_model(tiny_model_store).path
+    if case == "unknown architecture":
+        folder = _exported_copy(
+            tmp_path, source, lambda c: dict(c, architecture=dict(c["architecture"], name="vit"))
+        )
+        named = folder / models.CARD
+    elif case == "do not fit":
+        folder = _exported_copy(
+            tmp_path, source, lambda c: dict(c, architecture=dict(c["architecture"], width=16))
+        )
+        named = folder / models.WEIGHTS
+    else:
+        folder = _exported_copy(tmp_path, source, weights=b"\x89PNG not weights" * 10)
+        named = folder / models.WEIGHTS
+    assert cli.main(["models", "import", str(folder), "--name", "imported"]) == 2
+    (line,) = _error_lines(capsys.readouterr().err)
+    words = {"not safetensors": "not a readable safetensors file"}.get(case, case)
+    assert words in line and str(named) in line, line
+    assert sorted(p.name for p in own_store.iterdir()) == [tiny_model_store]
+
+
+def test_a_store_model_whose_weights_do_not_fit_is_one_line(
+    own_store, tiny_model_store, tmp_path, capsys
+):  # noqa: F811
+    misfit = own_store / "misfit"
+    shutil.copytree(own_store / tiny_model_store, misfit)
+    card = json.loads((misfit / models.CARD).read_text())
+    card["architecture"]["width"] = 16
+    (misfit / models.CARD).write_text(json.dumps(card))
+    folder = write_lgg_patient(tmp_path / "data", n=4, size=64)
+    assert (
+        cli.main(["segment", str(folder), "--out", str(tmp_path / "o"), "--model", "misfit"]) == 2
+    )
+    (line,) = _error_lines(capsys.readouterr().err)
+    assert str(misfit / models.WEIGHTS) in line and "do not fit" in line

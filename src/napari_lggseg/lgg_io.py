@@ -281,6 +281,35 @@ class Corrections:
     extra: dict = field(default_factory=dict)
 
 
+def saved_work(folder: str | os.PathLike) -> str | None:
+    """What a person's work in a corrections folder amounts to ("2 reviewed slices", ...), or None
+    when there is none to lose: no corrections there, or an unreviewed, unedited prediction.
+    Anything unclear counts as work. Never raises."""
+    folder = Path(folder)
+    if not is_corrections_folder(folder):
+        return None
+    sidecar = folder / SIDECAR
+    try:
+        meta = json.loads(sidecar.read_text())
+        saved_at = sidecar.stat().st_mtime
+        masks = [p for p in folder.iterdir() if (parsed := parse_slice_name(p.name)) and parsed[2]]
+        edited = any(p.stat().st_mtime > saved_at + 1.0 for p in masks)
+    except (OSError, ValueError):
+        return "corrections whose sidecar cannot be read"
+    if not isinstance(meta, dict):
+        return "corrections whose sidecar cannot be read"
+    reviewed = meta.get("reviewed_slices") or []
+    if meta.get("whole_volume_reviewed"):
+        return "corrections of the whole volume"
+    if reviewed:
+        return f"corrections ({len(reviewed)} reviewed slice{'s' if len(reviewed) != 1 else ''})"
+    if meta.get("kind") != "prediction":
+        return "saved corrections"
+    if edited:
+        return "a prediction whose masks were edited after it was saved"
+    return None
+
+
 def _check_writable_target(out: Path, source_folder: Path, patient_id: str) -> None:
     if out.resolve() == source_folder.resolve() or (
         out.is_dir()

@@ -128,8 +128,10 @@ def run(args) -> int:
     )
     rows, skipped = _score(seg, post, folders)
     if not rows:
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
         raise CLIError(
-            "none of the chosen patients has ground-truth masks (P_<n>_mask.tif) to score against"
+            f"no ground-truth masks (<patient>_<n>_mask.tif) to score against for "
+            f"{', '.join(skipped[:5])}{more}"
         )
     _print_summary(rows, skipped, seg.name)
     if args.csv:

@@ -31,7 +31,7 @@ def add_parser(subparsers) -> None:
 def _list() -> None:
     from .. import models
 
-    infos = models.list_models()
+    infos = models.list_models(unusable=True)
     if not infos:
         print(f"no models installed (user store: {models.user_model_dir()})")
         return
@@ -40,13 +40,14 @@ def _list() -> None:
             [
                 i.name,
                 "shipped" if i.shipped else "user",
-                fmt(i.val_dice),
-                i.parent or "",
-                i.card.get("created", "")[:16].replace("T", " "),
+                "" if i.problem else fmt(i.val_dice),
+                "" if i.problem else i.parent or "",
+                str(i.card.get("created", ""))[:16].replace("T", " "),
+                f"unusable: {i.problem}" if i.problem else "ok",
             ]
             for i in infos
         ],
-        ["name", "kind", "val Dice", "parent", "created"],
+        ["name", "kind", "val Dice", "parent", "created", "status"],
     )
     print(f"\nuser models: {models.user_model_dir()}")
 
