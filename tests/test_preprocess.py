@@ -174,3 +174,47 @@ def test_mismatched_sequences_raise_value_error():
 def test_unknown_recipe_is_refused():
     with pytest.raises(ValueError, match="unknown preprocessing recipe 'fancy'"):
         prepare(np.zeros((4, 32, 32, 3), np.uint8), Recipe(name="fancy"))
+
+
+# --------------------------------------------------------------------------- robust-zscore
+
+
+def _synthetic(seed=1):
+    from napari_lggseg.synthetic import make_synthetic_patient
+
+    return make_synthetic_patient(seed=seed, n_slices=10, size=96)
+
+
+def test_robust_recipe_ignores_gain_and_offset_per_sequence():
+    """Raw integers, 0-255 or z-scored with a negative background: the same network input."""
+    image, _ = _synthetic()
+    recipe = Recipe(name="robust-zscore", size=64)
+    x, geom = prepare(image, recipe)
+    shifted = image.astype(np.float32) * np.array([7.0, 0.5, 13.0]) + np.array([-3.0, 40.0, 0.0])
+    x2, geom2 = prepare(shifted, recipe)
+    assert (geom.y0, geom.y1, geom.x0, geom.x1) == (geom2.y0, geom2.y1, geom2.x0, geom2.x1)
+    np.testing.assert_allclose(x2, x, atol=2e-3)
+
+
+def test_crop_zscore_is_not_offset_invariant_and_keeps_its_output():
+    """lgg-fast's recipe stays as it was: a z-scored scan changes its input (why robust-zscore)."""
+    image, _ = _synthetic()
+    recipe = Recipe(size=64)
+    x, _ = prepare(image, recipe)
+    z = (image.astype(np.float32) - 60.0) / 30.0
+    xz, _ = prepare(z, recipe)
+    assert np.abs(xz - x).max() > 0.5
+    assert x.dtype == np.float32 and x.shape == (10, recipe.in_channels, 64, 64)
+
+
+def test_robust_recipe_on_a_skull_stripped_scan_crops_to_the_brain_and_round_trips():
+    from napari_lggseg import site_shift
+
+    image, mask = _synthetic(2)
+    stripped, _ = site_shift.skull_strip(image, mask)
+    x, geom = prepare(stripped, Recipe(name="robust-zscore", size=64))
+    _, full = prepare(image, Recipe(name="robust-zscore", size=64))
+    assert (geom.y1 - geom.y0) < (full.y1 - full.y0), "the box follows the brain"
+    assert np.isfinite(x).all()
+    back = _round_trip(mask, geom)
+    assert metrics.dice(back, mask) >= 0.95
