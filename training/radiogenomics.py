@@ -311,8 +311,8 @@ def plot_agreement(rows, res, path: Path) -> None:
             pts = [p for p in pts if None not in p]
             if pts:
                 ax.plot(*zip(*pts), "o", ms=4, alpha=0.7, color=colour, label=label)
-        lim = ax.get_xlim()
-        ax.plot(lim, lim, "k:", lw=0.8)
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+        ax.plot([min(x0, y0), max(x1, y1)], [min(x0, y0), max(x1, y1)], "k:", lw=0.8)
         rho, n = res["rho"][("all", f)]
         ax.set_title(f"{SHORT[f]}: Spearman rho {fmt(rho, '.2f')} (n={n})", fontsize=9)
         ax.set_xlabel("expert mask")
