@@ -1,4 +1,5 @@
-"""napari reader: LGG patient folders, single slices, corrections folders and dataset roots.
+"""napari reader: LGG patient folders, single slices, corrections folders and dataset roots;
+NIfTI scan cases, folders of them and masks saved on them.
 
 ``get_reader`` decides from names alone and never raises, so napari can try other readers.
 What it accepts:
@@ -9,7 +10,14 @@ What it accepts:
 * a corrections folder (holds ``lggseg_corrections.json``): the patient's images plus the
   corrected mask as a Labels layer ``"<P> corrections"``;
 * a ``kaggle_3m``-style root: opens its first patient (by name) and says so in a warning,
-  because all 80 patients at once would be about 320 layers and gigabytes of memory.
+  because all 80 patients at once would be about 320 layers and gigabytes of memory;
+* a NIfTI file (``.nii``/``.nii.gz``: the FLAIR unless named otherwise, or one sequence of its
+  case folder, which then opens whole), a case folder, or a folder of case folders (its first
+  case, with a warning, as for the LGG root: a BraTS case is ~180 MB of layers): an Image per
+  sequence present and the label file as the ground truth, in the model's axial orientation
+  (:mod:`napari_lggseg.scan_io`), with ``scale`` = voxel spacing (mm) and ``translate`` = the
+  position in LPS mm, so sequences and masks overlay and the 3-D view is not squashed;
+* a folder or ``<case>_mask.nii.gz`` saved by the writer: the case plus that mask.
 
 No Qt and no napari import: the layer data are plain tuples.
 """
@@ -23,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .layer_meta import META_KEY, PLUGIN
+from . import scan_io
+from .layer_meta import META_KEY, PLUGIN, Role, layer_kwargs, make_meta
 from .lgg_io import (
     SEQUENCES,
     is_corrections_folder,
@@ -69,13 +78,28 @@ def _classify(path: Path) -> tuple[str | None, Path | None]:
             return "patient", path
         if is_patient_root(path):
             return "root", path
-        return None, None
+        return _classify_nifti(path)
     parsed = parse_slice_name(path.name)
     if path.is_file() and parsed and parsed[0] == path.parent.name:
         if is_corrections_folder(path.parent):
             return "corrections", path.parent
         return "patient", path.parent
-    return None, None
+    return _classify_nifti(path)
+
+
+def _classify_nifti(path: Path) -> tuple[str | None, Path | None]:
+    if scan_io.is_mask_folder(path):
+        return "nifti-mask", path
+    if path.is_file() and path.name.endswith(scan_io.MASK_SUFFIX):
+        sidecar = path.with_name(
+            path.name[: -len(scan_io.MASK_SUFFIX)] + scan_io.MASK_SIDECAR_SUFFIX
+        )
+        if sidecar.is_file():
+            return "nifti-mask", path
+    cases = scan_io.find_cases(path)
+    if not cases:
+        return None, None
+    return ("nifti", path) if cases == [path] else ("nifti-root", path)
 
 
 def read_lgg_path(path: str | os.PathLike, kind: str | None = None) -> list[tuple]:
@@ -85,9 +109,12 @@ def read_lgg_path(path: str | os.PathLike, kind: str | None = None) -> list[tupl
         kind, found = _classify(path)
         if kind is None:
             raise ValueError(
-                f"{path}: not an LGG patient folder, slice, corrections folder or dataset root"
+                f"{path}: not an LGG patient folder, slice, corrections folder or dataset root, "
+                "nor a NIfTI scan"
             )
         path = found
+    if kind.startswith("nifti"):
+        return read_nifti_path(path, kind)
     if kind == "corrections":
         corr = read_corrections(path)
         patient = read_patient(corr.source_folder)
@@ -193,6 +220,126 @@ def patient_layers(
             "opacity": 0.5,
         }
         layers.append((mask, kwargs, "labels"))
+    return layers
+
+
+# --------------------------------------------------------------------------- NIfTI
+
+# stacking order, last on top: FLAIR above the others
+_SCAN_ORDER = (scan_io.PRE, scan_io.POST, scan_io.T2, scan_io.FLAIR_SEQ)
+_CHANNEL = {scan_io.PRE: 0, scan_io.FLAIR_SEQ: 1, scan_io.POST: 2}
+
+
+def read_nifti_path(path: Path, kind: str) -> list[tuple]:
+    """Layer data for a NIfTI case, a folder of cases (its first) or a saved mask."""
+    if kind == "nifti-root":
+        cases = scan_io.find_cases(path)
+        if not cases:
+            raise scan_io.ScanFormatError(f"{path}: no NIfTI cases in this folder")
+        if len(cases) > 1:
+            warnings.warn(
+                f"{path} holds {len(cases)} cases; opened the first, {cases[0].name}. "
+                "Open a case folder to see another one.",
+                stacklevel=2,
+            )
+        path, kind = cases[0], "nifti"
+    if kind == "nifti":
+        case = scan_io.read_case(path, all_sequences=True)
+        _say_notes(case)
+        return case_layers(case)
+    from .scan_masks import read_saved_mask
+
+    saved = read_saved_mask(path, all_sequences=True)
+    _say_notes(saved.case)
+    layers = case_layers(saved.case, ground_truth_visible=False)
+    role = Role.PREDICTION if saved.kind == "prediction" else Role.CORRECTIONS
+    meta = make_meta(
+        saved.case.case_id,
+        role,
+        **_geometry_meta(saved.case),
+        corrections_folder=str(saved.path.parent),
+        reviewed_slices=list(saved.reviewed_slices),
+        model=saved.model,
+        whole_volume_reviewed=saved.whole_volume_reviewed,
+    )
+    kwargs = layer_kwargs(f"{saved.case.case_id} {role}", meta, **_placement(saved.case))
+    layers.append((saved.mask, kwargs, "labels"))
+    return layers
+
+
+def _say_notes(case) -> None:
+    """What was done to the files (reoriented, resampled...), shown by napari as a notification."""
+    if case.notes:
+        warnings.warn(f"{case.case_id}: " + "; ".join(case.notes), stacklevel=3)
+
+
+def _geometry_meta(case) -> dict:
+    """Provenance and geometry for layer metadata: the files, what was opened (``scan_source``,
+    which the writer reads the grid from) and the affine of the layer's own (Z, Y, X) array."""
+    return {
+        "source_paths": [str(p) for p in case.files.values()],
+        "affine": case.model_affine,
+        "spacing": case.spacing,
+        "scan_source": str(case.source.resolve()),
+    }
+
+
+def _placement(case) -> dict:
+    from .geometry import napari_transform
+
+    return napari_transform(case.model_affine)
+
+
+def _scan_contrast(volume: np.ndarray) -> list[float]:
+    """Like :func:`contrast_limits` with the background at the volume's minimum (z-scored scans
+    have a negative one)."""
+    sample = volume.ravel()[:: max(1, volume.size // 1_000_000)]
+    sample = sample[sample > sample.min()] if sample.size else sample
+    if sample.size == 0:
+        return [float(volume.min()), float(volume.min()) + 1.0]
+    lo, hi = np.percentile(sample, [0.5, 99.5])
+    return [float(lo), float(hi) if hi > lo else float(lo) + 1.0]
+
+
+def case_layers(case, ground_truth_visible: bool = True) -> list[tuple]:
+    """Layer tuples for a :class:`~napari_lggseg.scan_io.ScanCase`: an Image per sequence in
+    its files (FLAIR visible, on top) and its label file as the ground truth."""
+    geometry, placement = _geometry_meta(case), _placement(case)
+    layers: list[tuple] = []
+    for seq in _SCAN_ORDER:
+        if seq in _CHANNEL and seq not in case.missing_sequences:
+            volume = case.image[..., _CHANNEL[seq]]
+        elif seq in case.others:
+            volume = case.others[seq]
+        else:
+            continue
+        meta = make_meta(
+            case.case_id,
+            Role.IMAGE,
+            **geometry,
+            sequence=seq,
+            missing_sequences=list(case.missing_sequences),
+            notes=list(case.notes),
+        )
+        kwargs = layer_kwargs(
+            f"{case.case_id} {seq}",
+            meta,
+            colormap="gray",
+            contrast_limits=_scan_contrast(volume),
+            visible=seq == scan_io.FLAIR_SEQ,
+            **placement,
+        )
+        layers.append((volume, kwargs, "image"))
+    if case.label is not None:
+        meta = make_meta(case.case_id, Role.GROUND_TRUTH, **geometry)
+        kwargs = layer_kwargs(
+            f"{case.case_id} ground truth",
+            meta,
+            visible=ground_truth_visible,
+            opacity=0.5,
+            **placement,
+        )
+        layers.append((case.label, kwargs, "labels"))
     return layers
 
 

@@ -328,3 +328,210 @@ def test_reader_never_raises_on_odd_paths(tmp_path):
         warnings.simplefilter("error")
         for path in ["", "\0bad", 12, None, [], [str(tmp_path)] * 2, "http://example.com/x_1.tif"]:
             assert get_reader(path) is None
+
+
+# --------------------------------------------------------------------------- NIfTI scans
+
+NIFTI_SHAPE = (40, 44, 30)  # file voxels (i, j, k)
+
+
+def _nifti_case(tmp_path, name="C1", codes="RAS", spacing=(3.2, 3.4, 5.0), **kwargs) -> Path:
+    from nifti_cases import affine_for, write_case
+
+    affine = affine_for(codes, spacing, NIFTI_SHAPE)
+    return write_case(tmp_path / "cases" / name, affine, NIFTI_SHAPE, **kwargs)
+
+
+def _scan_names(cid: str, sequences=("pre-contrast", "post-contrast", "T2", "FLAIR")) -> list:
+    return [f"{cid} {s}" for s in sequences]
+
+
+def test_open_nifti_case_folder_with_its_geometry(make_napari_viewer, tmp_path):
+    import nibabel as nib
+
+    from napari_lggseg import scan_io
+
+    folder = _nifti_case(tmp_path)
+    viewer = make_napari_viewer()
+    with pytest.warns(UserWarning, match="C1: stored as RAS"):  # what was done, said once
+        viewer.open(folder, plugin=PLUGIN)
+    assert [layer.name for layer in viewer.layers] == _scan_names("C1") + ["C1 ground truth"]
+    case = scan_io.read_case(folder, all_sequences=True)
+    flair = viewer.layers["C1 FLAIR"]
+    assert flair.visible and not viewer.layers["C1 T2"].visible
+    np.testing.assert_array_equal(np.asarray(flair.data), case.image[..., 1])
+    for layer in viewer.layers:
+        assert layer.data.shape == (30, 44, 40)
+        assert tuple(layer.scale) == pytest.approx((5.0, 3.4, 3.2))  # mm, napari's (Z, Y, X)
+        assert tuple(layer.translate) == pytest.approx(tuple(flair.translate))
+        meta = layer.metadata["lggseg"]
+        assert meta["patient_id"] == "C1" and meta["spacing"] == pytest.approx([5.0, 3.4, 3.2])
+        assert meta["scan_source"] == str(folder.resolve())
+        assert str(folder / "C1_flair.nii.gz") in meta["source_paths"]
+        np.testing.assert_allclose(meta["affine"], case.model_affine)
+    truth = viewer.layers["C1 ground truth"]
+    assert truth.metadata["lggseg"]["role"] == "ground truth"
+    np.testing.assert_array_equal(np.asarray(truth.data), case.label)
+    # a world point (mm) falls on the same voxel of every layer: sequences and masks overlay
+    lesion = np.argwhere(case.label)[0]
+    world = flair.data_to_world(lesion)
+    assert np.allclose(truth.world_to_data(world), lesion)
+    # the world is the scan's LPS mm: the voxel's position from the file's own affine
+    ijk = np.linalg.inv(case.affine) @ case.model_affine @ [*lesion, 1]
+    ras = nib.load(folder / "C1_flair.nii.gz").affine @ np.rint(ijk)
+    assert np.allclose(world, [ras[2], -ras[1], -ras[0]], atol=1e-6)
+    # the 3-D view is not squashed: the world extent is the physical size
+    viewer.dims.ndisplay = 3
+    size = np.diff(flair.extent.world, axis=0)[0]
+    assert size == pytest.approx(np.array([30 * 5.0, 44 * 3.4, 40 * 3.2]) - [5.0, 3.4, 3.2])
+
+
+def test_open_nifti_file_root_and_flair_only(make_napari_viewer, tmp_path):
+    from napari.plugins import _npe2
+
+    folder = _nifti_case(tmp_path, codes="LPS")
+    _nifti_case(tmp_path, "C2", codes="LPS")
+    viewer = make_napari_viewer()
+    assert PLUGIN in _npe2.get_readers(str(folder / "C1_t1ce.nii.gz"))
+    viewer.open(folder / "C1_t1ce.nii.gz", plugin=PLUGIN)  # one sequence opens its case
+    assert [layer.name for layer in viewer.layers] == _scan_names("C1") + ["C1 ground truth"]
+    viewer.layers.clear()
+    with pytest.warns(UserWarning, match="holds 2 cases; opened the first, C1"):
+        viewer.open(folder.parent, plugin=PLUGIN)
+    assert len(viewer.layers) == 5
+    viewer.layers.clear()
+    lone = tmp_path / "scan_7.nii.gz"
+    (folder / "C1_flair.nii.gz").rename(lone)
+    viewer.open(lone, plugin=PLUGIN)
+    assert [layer.name for layer in viewer.layers] == ["scan_7 FLAIR"]
+    meta = viewer.layers[0].metadata["lggseg"]
+    assert meta["missing_sequences"] == ["pre-contrast", "post-contrast"]
+    assert get_reader(str(tmp_path / "nothing.nii.gz")) is None
+    (tmp_path / "empty").mkdir()
+    assert get_reader(str(tmp_path / "empty")) is None
+
+
+def test_save_nifti_mask_in_the_scans_geometry_and_reopen(make_napari_viewer, tmp_path):
+    import json
+
+    import nibabel as nib
+
+    folder = _nifti_case(tmp_path, codes="LAS", spacing=(3.0, 3.5, 4.0))
+    viewer = make_napari_viewer()
+    viewer.open(folder, plugin=PLUGIN)
+    labels = viewer.layers["C1 ground truth"]
+    edited = np.asarray(labels.data).copy()
+    edited[12, 5:9, 5:9] = 1  # the person paints more tumour on one slice
+    labels.data = edited
+    labels.metadata["lggseg"]["reviewed_slices"] = [12]
+    viewer.layers.selection = {labels}
+    out = tmp_path / "masks" / "C1"
+    before = tree_hashes(tmp_path / "cases")
+
+    written = viewer.layers.save(str(out), selected=True, plugin=PLUGIN)
+
+    assert written == [str(out / "C1_mask.nii.gz"), str(out / "C1_mask.json")]
+    assert tree_hashes(tmp_path / "cases") == before, "the scans must not change"
+    mask, flair = nib.load(out / "C1_mask.nii.gz"), nib.load(folder / "C1_flair.nii.gz")
+    np.testing.assert_array_equal(mask.affine, flair.affine)
+    assert mask.header.get_qform(coded=True)[1] == flair.header.get_qform(coded=True)[1]
+    assert mask.header.get_sform(coded=True)[1] == flair.header.get_sform(coded=True)[1]
+    assert mask.shape == flair.shape and mask.get_data_dtype() == np.uint8
+    # in the file's own voxel order: what ITK-SNAP or Slicer shows over the FLAIR
+    truth = np.asanyarray(nib.load(folder / "C1_seg.nii.gz").dataobj) > 0
+    file_mask = np.asanyarray(mask.dataobj)
+    assert (file_mask > truth).sum() == 16 and (file_mask >= truth).all()
+    sidecar = json.loads((out / "C1_mask.json").read_text())
+    assert sidecar["kind"] == "corrections" and sidecar["reviewed_slices"] == [12]
+
+    viewer.layers.clear()
+    viewer.open(out, plugin=PLUGIN)
+    assert [layer.name for layer in viewer.layers][-1] == "C1 corrections"
+    corrected = viewer.layers["C1 corrections"]
+    np.testing.assert_array_equal(np.asarray(corrected.data), edited)
+    assert tuple(corrected.scale) == pytest.approx((4.0, 3.5, 3.0))
+    assert corrected.metadata["lggseg"]["reviewed_slices"] == [12]
+    assert not viewer.layers["C1 ground truth"].visible
+    # and saving the reopened corrections again over themselves works
+    viewer.layers.selection = {corrected}
+    corrected.data = np.zeros_like(edited)
+    written = viewer.layers.save(str(out), selected=True, plugin=PLUGIN)
+    assert written == [str(out / "C1_mask.nii.gz"), str(out / "C1_mask.json")]
+    assert not np.asanyarray(nib.load(out / "C1_mask.nii.gz").dataobj).any()
+
+
+def test_nifti_writer_refuses_the_case_folder(make_napari_viewer, tmp_path):
+    folder = _nifti_case(tmp_path)
+    viewer = make_napari_viewer()
+    viewer.open(folder, plugin=PLUGIN)
+    viewer.layers.selection = {viewer.layers["C1 ground truth"]}
+    before = tree_hashes(tmp_path)
+    with pytest.raises(LGGWriteError, match="holds the scans of C1"):
+        viewer.layers.save(str(folder), selected=True, plugin=PLUGIN)
+    from napari_lggseg._writer import write_labels
+
+    layer = viewer.layers["C1 ground truth"]
+    with pytest.raises(LGGWriteError, match="give a folder name without an extension"):
+        write_labels(
+            str(tmp_path / "out" / "C1_mask.nii.gz"), layer.data, {"metadata": layer.metadata}
+        )
+    assert tree_hashes(tmp_path) == before
+
+
+def test_bad_nifti_gives_a_clear_error_and_napari_carries_on(make_napari_viewer, tmp_path):
+    folder = _nifti_case(tmp_path)
+    (folder / "C1_t1.nii.gz").write_text("not a scan")
+    good = _nifti_case(tmp_path, "C2")
+    viewer = make_napari_viewer()
+    with pytest.raises(Exception, match="C1_t1.nii.gz: not a readable NIfTI file"):
+        viewer.open(folder, plugin=PLUGIN)
+    assert len(viewer.layers) == 0
+    viewer.open(good, plugin=PLUGIN)
+    assert len(viewer.layers) == 5
+
+
+BRATS_ROOT = Path(__file__).resolve().parents[2] / ".." / "shared" / "external" / "brats18"
+
+
+def test_real_brats_case_opens_segments_saves_and_reopens(make_napari_viewer, tmp_path):
+    """A real BraTS-2018 case: every sequence, a prediction made as the widget makes it (the
+    layer's metadata derived from the FLAIR's), saved and reopened aligned with the expert label."""
+    import nibabel as nib
+
+    from napari_lggseg import scan_io
+    from napari_lggseg.geometry import segment_case
+    from napari_lggseg.inference import Segmenter
+    from napari_lggseg.layer_meta import Role, derive_meta, read_meta
+    from napari_lggseg.metrics import dice
+
+    root = BRATS_ROOT.resolve()
+    if not root.is_dir():
+        pytest.skip(f"real BraTS cases not present at {root}")
+    case_dir = scan_io.find_cases(root)[0]
+    cid = case_dir.name
+    viewer = make_napari_viewer()
+    viewer.open(case_dir, plugin=PLUGIN)
+    assert [layer.name for layer in viewer.layers] == _scan_names(cid) + [f"{cid} ground truth"]
+    flair = viewer.layers[f"{cid} FLAIR"]
+    assert flair.data.shape == (155, 240, 240) and tuple(flair.scale) == (1.0, 1.0, 1.0)
+    case = scan_io.read_case(case_dir)
+    seg = segment_case(Segmenter.from_store("lgg-fast", device="cpu"), case)
+    meta = derive_meta(read_meta(flair), Role.PREDICTION, model=seg.model)
+    pred = viewer.add_labels(
+        seg.mask,
+        name=f"{cid} prediction",
+        metadata={"lggseg": meta},
+        scale=flair.scale,
+        translate=flair.translate,
+    )
+    viewer.layers.selection = {pred}
+    out = tmp_path / "out" / cid
+    viewer.layers.save(str(out), selected=True, plugin=PLUGIN)
+    written = nib.load(out / f"{cid}_mask.nii.gz")
+    np.testing.assert_array_equal(written.affine, nib.load(case.files["FLAIR"]).affine)
+    truth = np.asanyarray(nib.load(case.files["label"]).dataobj) > 0
+    assert dice(np.asanyarray(written.dataobj), truth) > 0.7
+    viewer.layers.clear()
+    viewer.open(out, plugin=PLUGIN)
+    reopened = viewer.layers[f"{cid} prediction"]
+    np.testing.assert_array_equal(np.asarray(reopened.data), seg.mask)
