@@ -53,6 +53,36 @@ def summarise(values) -> str:
     return f"{v.mean():.3f} / {np.median(v):.3f}"
 
 
+def site_shift_section(labels: str | None) -> list[str]:
+    """The ablation on synthetic site shifts of the validation split (rows cached by
+    training/site_shift_eval.py; no model runs here)."""
+    from site_shift_report import brats_table, diff_table, load, mean_table, shifts_of
+
+    runs = load(HERE / "site_shift", labels.split(",") if labels else None)
+    if not runs:
+        return []
+    shifts = shifts_of(runs[0])
+    return [
+        "## Site shifts and ablation (validation split only)",
+        "",
+        "Each synthetic shift (`napari_lggseg.site_shift`) applied to the 10 validation patients; "
+        "Dice with threshold 0.5, largest 3-D component, every slice. Rows: "
+        "`python training/site_shift_eval.py --model LABEL=MODEL[:RECIPE] ...`; details and "
+        "commands in [SITE_SHIFT.md](SITE_SHIFT.md).",
+        "",
+        *mean_table(runs, shifts),
+        "",
+        f"Paired differences to `{runs[0]['label']}` (per patient, mean [bootstrap 95 % CI], n = 10):",
+        "",
+        *diff_table(runs, shifts),
+        "",
+        "BraTS-2018 cases, a sanity check (never used to choose), whole tumour:",
+        "",
+        *brats_table(runs),
+        "",
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -64,6 +94,12 @@ def main() -> None:
         "--write-card", action="store_true", help="record the validation-chosen post-processing"
     )
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--site-shift-labels",
+        default=None,
+        help="comma-separated labels of training/site_shift/*.json for the ablation section "
+        "(the first is the baseline); default: all cached",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     splits = json.loads((HERE / "splits.json").read_text())
@@ -289,6 +325,7 @@ def main() -> None:
         "mean by ~0.02-0.05, so differences under ~0.03 are not meaningful. The team baseline was measured on the 30 "
         "hidden patients, ours on our own test split: not the same patients.",
         "",
+        *site_shift_section(args.site_shift_labels),
         "## Uncertainty score (slices to check first)",
         "",
         f"Spearman rank correlation between the per-slice score (`uncertainty.slice_uncertainty`) and the "

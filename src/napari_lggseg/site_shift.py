@@ -130,15 +130,17 @@ def bias_field(image, mask, rng, strength=(0.15, 0.4)):
     whose largest magnitude is ``strength`` (0.4: the field spans x0.67 to x1.5)."""
     image = _f32(image)
     z, h, w, _ = image.shape
-    zz, yy, xx = np.meshgrid(
-        np.linspace(-1, 1, z), np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij"
-    )
+    zz = np.linspace(-1, 1, z, dtype=np.float32)[:, None, None]
+    yy = np.linspace(-1, 1, h, dtype=np.float32)[None, :, None]
+    xx = np.linspace(-1, 1, w, dtype=np.float32)[None, None, :]
     terms = [zz, yy, xx, zz * yy, zz * xx, yy * xx, zz**2, yy**2, xx**2]
     out = np.empty_like(image)
     for c in range(3):
-        log_field = sum(rng.normal() * t for t in terms)
-        log_field *= rng.uniform(*strength) / max(float(np.abs(log_field).max()), 1e-6)
-        out[..., c] = image[..., c] * np.exp(log_field).astype(np.float32)
+        log_field = np.zeros((z, h, w), np.float32)
+        for t in terms:
+            log_field += np.float32(rng.normal()) * t
+        log_field *= np.float32(rng.uniform(*strength) / max(float(np.abs(log_field).max()), 1e-6))
+        out[..., c] = image[..., c] * np.exp(log_field)
     return out, np.asarray(mask, np.uint8)
 
 
@@ -160,8 +162,8 @@ def noise(image, mask, rng, level=(0.01, 0.05)):
     out = np.empty_like(image)
     for c in range(3):
         sigma = rng.uniform(*level) * _peak(image[..., c])
-        re = image[..., c] + rng.normal(0, sigma, image.shape[:3]).astype(np.float32)
-        im = rng.normal(0, sigma, image.shape[:3]).astype(np.float32)
+        re = image[..., c] + np.float32(sigma) * rng.standard_normal(image.shape[:3], np.float32)
+        im = np.float32(sigma) * rng.standard_normal(image.shape[:3], np.float32)
         out[..., c] = np.sqrt(re**2 + im**2)
     return out, np.asarray(mask, np.uint8)
 
