@@ -100,6 +100,7 @@ def worker(cases: list[str], out: str, model: str | None, threads: int, spacing)
                 "read_s": t1 - t0,
                 "segment_s": t2 - t1,
                 "write_s": t3 - t2,
+                "cpu_s": time.process_time() - c0,
                 "dice": dice,
             }
         )
