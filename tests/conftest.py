@@ -20,6 +20,11 @@ if "NAPARI_CONFIG" not in os.environ:
     _cfg_dir = tempfile.mkdtemp(prefix="lggseg-test-napari-settings-")
     atexit.register(shutil.rmtree, _cfg_dir, ignore_errors=True)
     os.environ["NAPARI_CONFIG"] = os.path.join(_cfg_dir, "settings.yaml")
+# a model the store cannot take goes to a fallback folder: never the user's real one in tests
+if "LGGSEG_UNSAVED_DIR" not in os.environ:
+    _unsaved_dir = tempfile.mkdtemp(prefix="lggseg-test-unsaved-models-")
+    atexit.register(shutil.rmtree, _unsaved_dir, ignore_errors=True)
+    os.environ["LGGSEG_UNSAVED_DIR"] = _unsaved_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KAGGLE_ROOT = (REPO_ROOT / ".." / "shared" / "lgg" / "kaggle_3m").resolve()
@@ -34,25 +39,40 @@ def write_lgg_patient(
     masks: bool = True,
     tiff_kwargs: dict | None = None,
     seed: int = 0,
+    synthetic: bool = False,
 ) -> Path:
-    """Write a small patient ``root/name/`` in the dataset's layout. Every slice is different
-    (random pixels plus its number in the corner), so a wrong slice order shows."""
-    import tifffile
-
-    rng = np.random.default_rng(seed)
+    """Write a small patient ``root/name/`` in the dataset's layout; the one patient writer of
+    the tests. By default every slice is different random pixels with its number in the corner
+    (a wrong slice order shows); ``synthetic`` writes ``make_synthetic_patient``'s tumour-like
+    volume instead, which a trained model can segment."""
     folder = Path(root) / name
     folder.mkdir(parents=True, exist_ok=True)
+    image, mask = (_synthetic if synthetic else _numbered_noise)(n, size, seed)
     kw = tiff_kwargs or {}
     for i in range(1, n + 1):
-        img = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-        img[0, 0] = i
-        tifffile.imwrite(folder / f"{name}_{i}.tif", img, photometric="rgb", **kw)
+        tifffile.imwrite(folder / f"{name}_{i}.tif", image[i - 1], photometric="rgb", **kw)
         if masks:
-            m = np.zeros((size, size), np.uint8)
-            if n // 3 <= i <= 2 * n // 3:
-                m[size // 4 : size // 4 + i, size // 3 : size // 2] = 255
-            tifffile.imwrite(folder / f"{name}_{i}_mask.tif", m, **kw)
+            tifffile.imwrite(folder / f"{name}_{i}_mask.tif", mask[i - 1], **kw)
     return folder
+
+
+def _numbered_noise(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    image = np.empty((n, size, size, 3), np.uint8)
+    mask = np.zeros((n, size, size), np.uint8)
+    for i in range(1, n + 1):
+        image[i - 1] = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        image[i - 1, 0, 0] = i
+        if n // 3 <= i <= 2 * n // 3:
+            mask[i - 1, size // 4 : size // 4 + i, size // 3 : size // 2] = 255
+    return image, mask
+
+
+def _synthetic(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from napari_lggseg.synthetic import make_synthetic_patient
+
+    image, mask = make_synthetic_patient(seed=seed, n_slices=n, size=size)
+    return image, (mask > 0).astype(np.uint8) * 255
 
 
 # --------------------------------------------------------------------------- broken patients

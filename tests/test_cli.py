@@ -16,12 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tifffile
 import torch
 from conftest import tree_hashes, write_lgg_patient
 
 from napari_lggseg import cli, lgg_io, models
-from napari_lggseg.synthetic import make_synthetic_patient
 
 REAL_PATIENTS = ("TCGA_CS_4942_19970222", "TCGA_HT_7874_19950902")  # 20 slices each
 
@@ -39,14 +37,7 @@ def _real(kaggle_root) -> list[Path]:
 
 
 def _write_synthetic_patient(root: Path, seed: int, n: int = 12, size: int = 96) -> Path:
-    image, mask = make_synthetic_patient(seed=seed, n_slices=n, size=size)
-    pid = f"SYNTH_{seed:04d}"
-    folder = root / pid
-    folder.mkdir(parents=True)
-    for i, (img, m) in enumerate(zip(image, mask), 1):
-        tifffile.imwrite(folder / f"{pid}_{i}.tif", img, photometric="rgb")
-        tifffile.imwrite(folder / f"{pid}_{i}_mask.tif", m * 255)
-    return folder
+    return write_lgg_patient(root, f"SYNTH_{seed:04d}", n=n, size=size, seed=seed, synthetic=True)
 
 
 @pytest.fixture
@@ -64,6 +55,7 @@ def _read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_console_script_help_is_quick_to_load():
     script = Path(sys.executable).parent / "lggseg"
     if not script.exists():
@@ -81,6 +73,7 @@ def test_console_script_help_is_quick_to_load():
     assert out.stdout.strip().endswith("NO-TORCH 0"), out.stdout + out.stderr
 
 
+@pytest.mark.slow
 def test_segment_real_patients(kaggle_root, tiny_model_store, tmp_path, capsys):  # noqa: F811
     folders = _real(kaggle_root)
     out = tmp_path / "predictions"
@@ -161,6 +154,7 @@ def test_segment_a_root_without_masks(tiny_model_store, tmp_path, capsys):  # no
     assert corr.extra["threshold"] == 0.3 and corr.extra["postprocess"] == "largest"
 
 
+@pytest.mark.slow
 def test_evaluate(kaggle_root, tiny_model_store, tmp_path, capsys):  # noqa: F811
     _real(kaggle_root)
     table = tmp_path / "dice.csv"
@@ -341,6 +335,7 @@ def test_download_reference_offline(own_store, monkeypatch, capsys):
     )
 
 
+@pytest.mark.slow
 def test_train_fine_tunes_and_saves_a_new_model(own_store, tiny_model_store, tmp_path, capsys):  # noqa: F811
     data = tmp_path / "data"
     _write_synthetic_patient(data, seed=21)
@@ -396,6 +391,7 @@ def test_train_fine_tunes_and_saves_a_new_model(own_store, tiny_model_store, tmp
     assert models.get_model("tuned-v2").parent == "tuned"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")
 def test_ctrl_c_stops_training_and_keeps_the_best_model(own_store, tiny_model_store, tmp_path):  # noqa: F811
     data = tmp_path / "data"

@@ -292,3 +292,27 @@ def test_sidecar_that_is_not_json(tmp_path):
     with pytest.raises(LGGFormatError, match="cannot read the sidecar") as info:
         read_corrections(out)
     assert str(out / SIDECAR) in str(info.value)
+
+
+def test_saved_work_tells_a_prediction_from_a_persons_corrections(make_lgg_patient, tmp_path):
+    """What `lggseg segment` may replace (an unreviewed, unedited prediction) and what it must not."""
+    folder = make_lgg_patient(n=4)
+    mask = np.zeros((4, 32, 32), np.uint8)
+
+    def saved(name, **kwargs):
+        write_corrections(tmp_path / name, mask, PATIENT_ID, folder, **kwargs)
+        return tmp_path / name
+
+    prediction = saved("prediction", extra={"kind": "prediction"})
+    assert lgg_io.saved_work(prediction) is None
+    assert lgg_io.saved_work(tmp_path / "nothing-here") is None
+    assert "2 reviewed slices" in lgg_io.saved_work(
+        saved("reviewed", reviewed_slices=[0, 3], extra={"kind": "prediction"})
+    )
+    assert "whole volume" in lgg_io.saved_work(saved("whole", whole_volume_reviewed=True))
+    assert lgg_io.saved_work(saved("from-napari")) == "saved corrections"  # no kind: a person's
+    later = (prediction / SIDECAR).stat().st_mtime + 60
+    os.utime(prediction / f"{PATIENT_ID}_2_mask.tif", (later, later))  # edited in another tool
+    assert "edited" in lgg_io.saved_work(prediction)
+    (prediction / SIDECAR).write_text("{cut")
+    assert "cannot be read" in lgg_io.saved_work(prediction)

@@ -21,7 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 STALE_AFTER_S = 3600.0
-_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+# names this machine in staging names, so a shared disk never judges another machine's pids
+HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
 # our staging names, with the process and machine that own them
 _OWNED_RE = re.compile(r"^\..+\.tmp-(?P<pid>\d+)@(?P<host>[0-9a-f]{6})-")
 # staging names of earlier versions and of delete_model: owner unknown, judged by age only
@@ -29,7 +30,7 @@ _ANONYMOUS_RE = re.compile(r"^\..+\.(tmp(-[^.]+)?|deleting)$")
 
 
 def _tag(name: str) -> str:
-    return f".{name}.tmp-{os.getpid()}@{_HOST}-"
+    return f".{name}.tmp-{os.getpid()}@{HOST_TAG}-"
 
 
 def _fsync_path(path: Path) -> None:
@@ -91,6 +92,7 @@ def staged_file(final: str | os.PathLike) -> Iterator[Path]:
     ``final``. On any error the temporary file is removed and ``final`` is as it was."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(final.parent)
     fd, name = tempfile.mkstemp(
         prefix=_tag(final.name), suffix="".join(final.suffixes), dir=final.parent
     )
@@ -112,7 +114,7 @@ def write_text(final: str | os.PathLike, text: str, newline: str | None = None) 
 
 
 def _owner_alive(pid: int, host: str) -> bool:
-    if host != _HOST:
+    if host != HOST_TAG:
         return True  # another machine's process (shared disk): only age tells
     if pid == os.getpid():
         return True
