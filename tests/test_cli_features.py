@@ -179,3 +179,25 @@ def test_real_patients_expert_features(kaggle_root, tmp_path):
         assert 0 < float(r["bounding_ellipsoid_volume_ratio"]) <= 1.05
         assert float(r["angular_sd"]) > 0 and float(r["margin_fluctuation"]) > 0
         assert r["RNASeqCluster"] != "" or r["MethylationCluster"] != ""  # joined from data.csv
+
+
+def test_nifti_cases_use_their_own_spacing(tmp_path):
+    """The phantom lesion is a ball of radius 14 mm: about 11.5 mL, BEVR near 1, whatever the
+    grid; the CSV states each case's spacing, and --spacing (for LGG TIFFs) changes nothing."""
+    from nifti_cases import LESION_RADIUS, affine_for, write_case
+
+    cases = tmp_path / "cases"
+    write_case(
+        cases / "fine", affine_for("RAS", (1.0, 1.0, 1.0), (120, 150, 110)), shape=(120, 150, 110)
+    )
+    write_case(
+        cases / "coarse", affine_for("LPS", (1.5, 1.5, 3.0), (80, 100, 38)), shape=(80, 100, 38)
+    )
+    out = tmp_path / "f.csv"
+    assert cli.main(["features", str(cases), "--spacing", "9", "9", "9", "--out", str(out)]) == 0
+    rows = {r["patient"]: r for r in read_rows(out)[1]}
+    ball_ml = 4 / 3 * np.pi * LESION_RADIUS**3 / 1000
+    assert rows["fine"]["spacing_mm"] == "1 1 1" and rows["coarse"]["spacing_mm"] == "3 1.5 1.5"
+    for r in rows.values():
+        assert float(r["volume_ml"]) == pytest.approx(ball_ml, rel=0.1)
+        assert float(r["bounding_ellipsoid_volume_ratio"]) == pytest.approx(1.0, abs=0.12)

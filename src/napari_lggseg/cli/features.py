@@ -5,7 +5,9 @@ folders (``DIR/<patient>``, as written by napari or ``lggseg segment --out DIR``
 slices carry no voxel spacing: ``--spacing Z Y X`` sets it (default 1 1 1 mm) and the
 ``spacing_mm`` column records it; the three study features do not depend on it (see
 napari_lggseg.shape), the volume and the mm descriptors do. When a folder's root holds the
-dataset's ``data.csv``, its genomic and clinical columns are appended.
+dataset's ``data.csv``, its genomic and clinical columns are appended. NIfTI cases (a case
+folder, a FLAIR file or a folder of case folders) use their own voxel spacing; their expert mask
+is the case's label file (``*_seg.nii.gz``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def add_parser(subparsers) -> None:
         "the genomic/clinical columns of the root's data.csv when there is one. Undefined "
         "values (an empty mask) are empty cells.",
     )
-    p.add_argument("inputs", nargs="+", metavar="PATIENT_DIR|KAGGLE_ROOT")
+    p.add_argument("inputs", nargs="+", metavar="PATIENT_DIR|KAGGLE_ROOT|NIFTI_CASE")
     p.add_argument(
         "--masks",
         choices=("expert", "predicted", "corrections"),
@@ -55,7 +57,8 @@ def add_parser(subparsers) -> None:
         type=float,
         metavar=("Z", "Y", "X"),
         default=(1.0, 1.0, 1.0),
-        help="voxel spacing in mm (LGG TIFFs carry none; default 1 1 1)",
+        help="voxel spacing in mm of LGG TIFF folders (they carry none; default 1 1 1); "
+        "NIfTI cases always use their own",
     )
     p.add_argument("--out", required=True, metavar="FILE.csv")
     p.add_argument(
@@ -122,13 +125,46 @@ def _clinical(folders: list[Path]):
     return columns, rows
 
 
+def _split_inputs(inputs) -> tuple[list[Path], list[Path]]:
+    """(LGG patient folders, NIfTI cases) named on the command line."""
+    from .. import lgg_io, scan_io
+
+    lgg, cases = [], []
+    for p in map(Path, inputs):
+        if p.exists() and not (lgg_io.is_patient_folder(p) or lgg_io.is_patient_root(p)):
+            found = scan_io.find_cases(p)
+            if found:
+                cases += found
+                continue
+        lgg.append(p)
+    return (patient_folders(lgg) if lgg else []), cases
+
+
+def _case_mask(args, case_path: Path, seg, post: str):
+    """(case id, mask, spacing, source label) of a NIfTI case."""
+    from .. import scan_io
+    from ..geometry import segment_case
+
+    if args.masks == "corrections":
+        raise CLIError(f"{case_path}: --masks corrections reads LGG corrections folders only")
+    case = scan_io.read_case(case_path)
+    if args.masks == "expert":
+        if case.label is None:
+            raise scan_io.ScanFormatError(
+                f"{case_path}: no label file (*_seg.nii.gz) to measure; use --masks predicted"
+            )
+        return case.case_id, case.label, case.spacing, "expert"
+    result = segment_case(seg, case, threshold=args.threshold, postprocess=post)
+    return case.case_id, result.mask, case.spacing, f"predicted {seg.name}"
+
+
 def run(args) -> int:
     from ..shape import ROW_KEYS, clinical_for, feature_row
 
-    folders = patient_folders(args.inputs)
-    if not folders:
-        raise CLIError(f"no patient folders in {', '.join(args.inputs)}")
-    out = _check_args(args, folders)
+    folders, cases = _split_inputs(args.inputs)
+    if not folders and not cases:
+        raise CLIError(f"no patient folders or NIfTI cases in {', '.join(args.inputs)}")
+    out = _check_args(args, [*folders, *cases])
     clinical_columns, clinical_rows = _clinical(folders)
     seg = post = None
     if args.masks == "predicted":
@@ -137,16 +173,21 @@ def run(args) -> int:
         print(f"model {seg.name} on {seg.device}, post-processing {post}", file=sys.stderr)
     columns = (*ROW_KEYS, *clinical_columns)
     rows, failed = [], []
-    for folder in folders:
-        from ..lgg_io import LGGFormatError
+    from ..lgg_io import LGGFormatError
+    from ..scan_io import ScanFormatError
 
+    for item in [*folders, *cases]:
         try:
-            pid, mask, source = _mask_of(args, folder, seg, post)
-        except (LGGFormatError, FileNotFoundError) as exc:  # one bad folder does not stop a batch
+            if item in cases:
+                pid, mask, spacing, source = _case_mask(args, item, seg, post)
+            else:
+                pid, mask, source = _mask_of(args, item, seg, post)
+                spacing = args.spacing
+        except (LGGFormatError, ScanFormatError, FileNotFoundError) as exc:  # a batch goes on
             warn(str(exc))
-            failed.append(folder.name)
+            failed.append(item.name)
             continue
-        row = feature_row(pid, mask, args.spacing, source)
+        row = feature_row(pid, mask, spacing, source)
         row.update(clinical_for(pid, clinical_rows) or {})
         rows.append({k: fmt(v, ".6g") if isinstance(v, float) else v for k, v in row.items()})
         write_csv(out, rows, columns)  # after each patient: a stopped run keeps its rows
@@ -155,7 +196,8 @@ def run(args) -> int:
             f"angular SD {fmt(row['angular_sd'])}, margin fluctuation {fmt(row['margin_fluctuation'])}"
         )
     if rows:
-        print(f"wrote {len(rows)} row(s) to {out} (spacing {rows[0]['spacing_mm']} mm)")
+        spacings = ", ".join(dict.fromkeys(r["spacing_mm"] for r in rows))
+        print(f"wrote {len(rows)} row(s) to {out} (spacing {spacings} mm)")
     if failed:
         print(
             f"{PROG}: error: {len(failed)} patient(s) not measured: {', '.join(failed)}",
