@@ -40,9 +40,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from napari_lggseg.layer_meta import PLUGIN, read_meta  # light: numpy only
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "lgg" / "kaggle_3m"
-PLUGIN = "napari-lggseg"
+
 TICK_MS = 10
 
 
@@ -168,7 +170,7 @@ def run_until_done(widget, start, settle_ms: int = 200) -> float:
     t0 = time.perf_counter()
     if not start():
         raise RuntimeError(f"could not start: {widget.status.text()}")
-    widget._worker.finished.connect(lambda: QTimer.singleShot(settle_ms, loop.quit))
+    widget.runner.when_done(lambda: QTimer.singleShot(settle_ms, loop.quit))
     loop.exec()
     return time.perf_counter() - t0 - settle_ms / 1000
 
@@ -259,7 +261,7 @@ def correct(viewer, pred, mask) -> None:
         (
             np.asarray(lyr.data) > 0
             for lyr in viewer.layers
-            if lyr.metadata.get("lggseg", {}).get("role") == "ground truth"
+            if (read_meta(lyr) or {}).get("role") == "ground truth"
         ),
         None,
     )
@@ -356,13 +358,12 @@ def main(argv=None) -> int:
         flush=True,
     )
     seg.select_model(model)
-    seg.device_combo.setCurrentIndex(max(0, seg.device_combo.findData(args.device)))
+    if args.device in seg.form.device.choices:
+        seg.form.device.value = args.device
     for _ in range(20):
         QApplication.processEvents()
 
-    flair = next(
-        lyr for lyr in viewer.layers if lyr.metadata.get("lggseg", {}).get("sequence") == "FLAIR"
-    )
+    flair = next(lyr for lyr in viewer.layers if (read_meta(lyr) or {}).get("sequence") == "FLAIR")
     import torch
 
     print(
@@ -423,7 +424,7 @@ def main(argv=None) -> int:
     for _ in range(20):
         QApplication.processEvents()
     ft.set_budget(args.epochs, "epochs")
-    ft.name_edit.setText(f"{model}-bench")
+    ft.form.model_name.value = f"{model}-bench"
     meter.start()
     secs = run_until_done(ft, ft.run)
     results.append(report(f"fine-tune ({args.epochs} epochs)", secs, meter.stop()))

@@ -8,6 +8,7 @@ change of selection (or a closed layer) cannot send the result to another patien
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,6 +83,17 @@ class RunInput:
     scale: tuple = (1.0, 1.0, 1.0)
     translate: tuple = (0.0, 0.0, 0.0)
     truth: np.ndarray | None = None  # ground truth, for the per-volume Dice
+    meta: dict = field(default_factory=dict)  # the FLAIR layer's plugin metadata (geometry, files)
+    source: weakref.ref | None = None  # the FLAIR layer itself, without keeping it alive
+
+    def images_closed(self, layers) -> bool:
+        """The layers this run was computed from are no longer open (neither the FLAIR layer
+        captured at Run nor, for an LGG patient, another FLAIR layer of the patient)."""
+        layer = self.source() if self.source is not None else None
+        if layer is not None and layer in layers:
+            return False
+        patient = find_patients(layers).get(self.patient_id)
+        return patient is None or patient.flair is None
 
     def volume(self) -> np.ndarray:
         """(Z, H, W, 3) in LGG order; a missing pre/post-contrast is filled with FLAIR."""
@@ -138,6 +150,8 @@ def _run_input(pid, flair, pre, post, folder, slice_files, truth) -> RunInput:
     t = _array(truth)
     if t is not None and t.shape != f.shape:
         t = None
+    meta = dict(read_meta(flair) or {"patient_id": pid, "folder": folder})
+    meta.update(patient_id=pid, folder=folder, slice_files=list(slice_files or []))
     return RunInput(
         pid,
         f,
@@ -148,6 +162,8 @@ def _run_input(pid, flair, pre, post, folder, slice_files, truth) -> RunInput:
         tuple(float(s) for s in flair.scale),
         tuple(float(s) for s in flair.translate),
         t,
+        meta,
+        weakref.ref(flair),
     )
 
 

@@ -10,9 +10,9 @@ import pytest
 from qtpy.QtCore import Qt, QThreadPool
 
 from napari_lggseg import models, training
+from napari_lggseg.layer_meta import PLUGIN
 from napari_lggseg.synthetic import SYNTH_PATIENT_ID
 
-PLUGIN = "napari-lggseg"
 TIMEOUT = 30000  # ms
 N_PAINTED = 3
 
@@ -70,15 +70,17 @@ def _names() -> set[str]:
 def test_finetune_from_painted_corrections(make_napari_viewer, qtbot, store, tiny_model_store):
     viewer, seg, ft, pred, painted = _corrected_viewer(make_napari_viewer, qtbot, tiny_model_store)
     assert len(painted) == N_PAINTED and pred.metadata["lggseg"]["reviewed_slices"] == painted
-    assert ft.patients_list.count() == 1
-    assert ft.patients_list.item(0).text().startswith(f"{SYNTH_PATIENT_ID}: 3 reviewed slices")
-    assert ft.patients_list.item(0).checkState() == Qt.CheckState.Checked
-    assert ft.base_combo.currentData() == tiny_model_store  # the model that made the prediction
+    assert ft.candidates.count() == 1
+    assert ft.candidates.item(0).text().startswith(f"{SYNTH_PATIENT_ID}: 3 reviewed slices")
+    assert ft.candidates.item(0).checkState() == Qt.CheckState.Checked
+    assert (
+        ft.form.base_row.base_model.value == tiny_model_store
+    )  # the model that made the prediction
     assert "1 round = 3 epochs" in ft.budget_note.text()
 
     ft.set_budget(2, "epochs")
-    ft.name_edit.setText("tiny-corrected")
-    qtbot.mouseClick(ft.run_button, Qt.MouseButton.LeftButton)
+    ft.form.model_name.value = "tiny-corrected"
+    qtbot.mouseClick(ft.run_button.native, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not ft.is_running, timeout=TIMEOUT)
 
     assert ft.new_model == "tiny-corrected", ft.status.text()
@@ -90,16 +92,16 @@ def test_finetune_from_painted_corrections(make_napari_viewer, qtbot, store, tin
     assert card["validation"] == "Dice on corrected slices"
     finished = [h for h in card["history"] if h["epoch"] >= 1]
     assert len(finished) == 2
-    assert ft.plot_points() == {"loss": 2, "dice": 2}
-    assert list(ft.loss_line.get_xdata()) == [1, 2]
-    assert ft.dice_line.get_label() == "Dice on corrected slices"
+    assert ft.plot.points() == {"loss": 2, "dice": 2}
+    assert ft.plot.epochs("loss") == [1, 2]
+    assert ft.plot.dice_label == "Dice on corrected slices"
     assert (
         "slices it learned from" in ft.status.text()
     )  # a rising curve here says nothing of other patients
 
     # selected in Segment tumour, and one click segments the patient with it
     assert seg.model_name == "tiny-corrected"
-    qtbot.mouseClick(ft.segment_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(ft.segment_button.native, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not seg.is_running, timeout=TIMEOUT)
     new = seg.result_layer(SYNTH_PATIENT_ID)
     assert new is not pred and new.metadata["lggseg"]["model"] == "tiny-corrected"
@@ -116,7 +118,7 @@ def test_nothing_to_learn_from_says_so(make_napari_viewer, store, tiny_model_sto
     viewer = make_napari_viewer()
     viewer.open_sample(PLUGIN, "synthetic_patient")
     _d, ft = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune")
-    assert "No reviewed slices yet" in ft.patients_list.item(0).text()
+    assert "No reviewed slices yet" in ft.candidates.item(0).text()
     assert not ft.run()
     assert "tick at least one patient" in ft.status.text()
 
@@ -127,12 +129,12 @@ def test_cancel_saves_nothing(make_napari_viewer, qtbot, store, tiny_model_store
     before = _names()
     assert ft.run()
     qtbot.waitUntil(reached.is_set, timeout=TIMEOUT)
-    qtbot.mouseClick(ft.cancel_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(ft.cancel_button.native, Qt.MouseButton.LeftButton)
     release.set()
     qtbot.waitUntil(lambda: not ft.is_running, timeout=TIMEOUT)
     assert _names() == before and ft.new_model is None
     assert "Cancelled: no model was saved" in ft.status.text()
-    assert not ft.segment_button.isEnabled() and ft.run_button.isEnabled()
+    assert not ft.segment_button.enabled and ft.run_button.enabled
 
 
 def test_closing_the_viewer_mid_run(
@@ -143,12 +145,39 @@ def test_closing_the_viewer_mid_run(
     before = sorted(p.name for p in store.iterdir())
     assert ft.run()
     qtbot.waitUntil(reached.is_set, timeout=TIMEOUT)
-    state = ft._life.state
     viewer.close()
-    qtbot.waitUntil(
-        lambda: state.closed and state.cancel.is_set(), timeout=TIMEOUT
-    )  # the close cancelled it
+    # the close cancelled the run, and the widget delivers nothing more
+    qtbot.waitUntil(lambda: ft.runner.closed and ft.runner.cancelling, timeout=TIMEOUT)
     release.set()
     assert QThreadPool.globalInstance().waitForDone(TIMEOUT)
     qtbot.wait(50)  # deliver the worker's last signals: nothing may be touched or raised
     assert sorted(p.name for p in store.iterdir()) == before  # no model, no staging folder
+
+
+def test_a_model_the_store_cannot_take_is_saved_elsewhere_and_the_status_says_where(
+    make_napari_viewer, qtbot, store, tiny_model_store, tmp_path, monkeypatch
+):
+    """Issue 13: the disk fills while the store writes the model; the trained model is not lost."""
+    import errno
+
+    unsaved = tmp_path / "unsaved"
+    monkeypatch.setenv("LGGSEG_UNSAVED_DIR", str(unsaved))
+    viewer, seg, ft, pred, painted = _corrected_viewer(make_napari_viewer, qtbot, tiny_model_store)
+    before = _names()
+
+    def full_disk(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(store / "tiny-full"))
+
+    monkeypatch.setattr(models, "save_model", full_disk)
+    ft.set_budget(1, "epochs")
+    ft.form.model_name.value = "tiny-full"
+    assert ft.run()
+    qtbot.waitUntil(lambda: not ft.is_running, timeout=TIMEOUT)
+
+    status = ft.status.text()
+    folder = unsaved / "tiny-full"
+    assert (folder / "model.safetensors").is_file() and (folder / "card.json").is_file(), status
+    assert str(folder) in status and "lggseg models import" in status, status
+    assert "failed" not in status.lower(), "the training worked: only the store did not"
+    assert ft.new_model is None and not ft.segment_button.enabled and _names() == before
+    assert ft.result is not None and ft.run_button.enabled

@@ -11,9 +11,9 @@ import pytest
 from qtpy.QtCore import Qt
 
 from napari_lggseg import uncertainty
+from napari_lggseg.layer_meta import PLUGIN
 from napari_lggseg.synthetic import SYNTH_PATIENT_ID
 
-PLUGIN = "napari-lggseg"
 TIMEOUT = 20000  # ms
 SCORE = re.compile(r"^(✓ )?slice (\d+) \(file (\S+)\): ~(\d+) uncertain voxels$")
 
@@ -35,10 +35,10 @@ def ranking_threads(monkeypatch):
 def _entries(widget) -> list[tuple[bool, int, str, int]]:
     """(ticked, slice, file, uncertain voxels) of each row, as the person reads them."""
     out = []
-    for row in range(widget.review_list.count()):
-        text = widget.review_list.item(row).text()
-        m = SCORE.match(text)
-        assert m, text
+    for row in widget.review.rows():
+        m = SCORE.match(row.text)
+        assert m, row.text
+        assert bool(m[1]) == row.reviewed and int(m[2]) == row.z
         out.append((bool(m[1]), int(m[2]), m[3], int(m[4])))
     return out
 
@@ -48,8 +48,10 @@ def _segmented(make_napari_viewer, qtbot, model):
     viewer.open_sample(PLUGIN, "synthetic_patient")
     _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment tumour")
     widget.select_model(model)
-    assert widget.review_list.count() == 0 and not widget.review_list.isVisibleTo(widget)
-    qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)
+    assert widget.review.list_widget.count() == 0 and not widget.review.list_widget.isVisibleTo(
+        widget
+    )
+    qtbot.mouseClick(widget.run_button.native, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not widget.is_running, timeout=TIMEOUT)
     return viewer, widget, widget.result_layer(SYNTH_PATIENT_ID)
 
@@ -65,7 +67,7 @@ def test_review_list_ranks_goes_to_and_ticks_slices(
 
     entries = _entries(widget)
     ranked = widget.review_slices()
-    assert entries and widget.review_list.isVisibleTo(widget)
+    assert entries and widget.review.list_widget.isVisibleTo(widget)
     assert [z for _, z, _, _ in entries] == [z for z, _ in ranked]
     scores = [s for _, s in ranked]
     assert scores == sorted(scores, reverse=True) and scores[-1] >= 5.0  # most uncertain first
@@ -77,26 +79,27 @@ def test_review_list_ranks_goes_to_and_ticks_slices(
     # a click on an entry shows that slice
     row = next(r for r, (_, z, _, _) in enumerate(entries) if z != viewer.dims.current_step[0])
     z = entries[row][1]
-    item = widget.review_list.item(row)
-    widget.review_list.setCurrentRow(row)
-    widget.review_list.itemClicked.emit(item)
+    item = widget.review.list_widget.item(row)
+    widget.review.list_widget.setCurrentRow(row)
+    widget.review.list_widget.itemClicked.emit(item)
     assert viewer.dims.current_step[0] == z
     assert widget.current_slice(pred) == z
     # activating (Enter, double-click) another entry does the same
     other = next(r for r in range(len(entries)) if entries[r][1] != z)
-    widget.review_list.itemActivated.emit(widget.review_list.item(other))
+    widget.review.list_widget.itemActivated.emit(widget.review.list_widget.item(other))
     assert viewer.dims.current_step[0] == entries[other][1]
 
     # painting the slice makes it reviewed, and the list ticks it
-    widget.review_list.itemClicked.emit(item)
+    widget.review.list_widget.itemClicked.emit(item)
     pred.selected_label = 1
     pred.brush_size = 5
     pred.paint((z, 100, 100), 1)
     assert z in pred.metadata["lggseg"]["reviewed_slices"]
     ticked = {zz for t, zz, _, _ in _entries(widget) if t}
     assert ticked == {z}
-    assert widget.review_list.item(row).toolTip().endswith("; reviewed")
-    assert widget.review_list.item(other).toolTip().endswith("; not reviewed yet")
+    rows = widget.review.rows()
+    assert rows[row].tooltip.endswith("; reviewed")
+    assert rows[other].tooltip.endswith("; not reviewed yet")
 
     # the list depends on the probabilities only: a new threshold keeps it
     widget.set_threshold(0.8)
@@ -114,10 +117,12 @@ def test_review_list_belongs_to_its_patient(make_napari_viewer, qtbot, tiny_mode
         getattr(viewer, f"add_{kind}")(data, **kwargs)
 
     widget.set_patient("SYNTH_OTHER_0002")  # not segmented yet: no list
-    assert widget.review_list.count() == 0 and not widget.review_list.isVisibleTo(widget)
+    assert widget.review.list_widget.count() == 0 and not widget.review.list_widget.isVisibleTo(
+        widget
+    )
     assert widget.review_slices() == []
     widget.set_patient(SYNTH_PATIENT_ID)  # back: its own list again
-    assert widget.review_slices() == ranked and widget.review_list.count() == len(ranked)
+    assert widget.review_slices() == ranked and widget.review.list_widget.count() == len(ranked)
 
     viewer.layers.remove(pred)  # the result is gone, and so is its list
-    assert widget.review_list.count() == 0 and widget.review_slices() == []
+    assert widget.review.list_widget.count() == 0 and widget.review_slices() == []

@@ -9,10 +9,11 @@ import pytest
 from qtpy.QtCore import Qt, QTimer
 
 from napari_lggseg import inference
+from napari_lggseg._widgets._forms import MAP_LAYERS
+from napari_lggseg.layer_meta import PLUGIN
 from napari_lggseg.metrics import dice
 from napari_lggseg.synthetic import SYNTH_PATIENT_ID
 
-PLUGIN = "napari-lggseg"
 TIMEOUT = 20000  # ms
 
 
@@ -84,18 +85,24 @@ def _wait_done(qtbot, widget):
 
 
 def test_widgets_package_imports_neither_qt_nor_torch():
-    """napari imports the widget module to list the plugin's menu: it must stay light."""
+    """napari imports the widgets package to list the plugin's menu: it must import no Qt
+    binding and no torch; the widget modules themselves load torch and matplotlib only when a
+    widget is built."""
     import subprocess
     import sys
 
+    heavy = "('torch', 'matplotlib', 'napari_lggseg.inference')"
+    qt = "('qtpy', 'PyQt5', 'PyQt6', 'PySide2', 'PySide6')"
     code = (
-        "import sys, napari_lggseg._widgets as w; from napari_lggseg._widgets import _segment, _finetune; "
-        "print(sorted(m for m in ('torch', 'matplotlib', 'napari_lggseg.inference') if m in sys.modules))"
+        "import sys, napari_lggseg._widgets; "
+        f"print(sorted(m for m in {heavy} + {qt} if m in sys.modules)); "
+        "from napari_lggseg._widgets import _segment, _finetune; "
+        f"print(sorted(m for m in {heavy} if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
-    assert out.strip() == "[]"
+    assert out.split() == ["[]", "[]"], out
 
 
 def test_segment_sample_then_rethreshold_without_rerun(
@@ -103,7 +110,7 @@ def test_segment_sample_then_rethreshold_without_rerun(
 ):
     viewer, widget = _open(make_napari_viewer, tiny_model_store)
     assert widget.patient_id == SYNTH_PATIENT_ID
-    qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(widget.run_button.native, Qt.MouseButton.LeftButton)
     _wait_done(qtbot, widget)
 
     (pred,) = _predictions(viewer)
@@ -136,9 +143,9 @@ def test_segment_sample_then_rethreshold_without_rerun(
         "edited"
     )
 
-    widget.spacing_check.setChecked(True)
-    for box, v in zip(widget.spacing, (2.0, 0.5, 0.5)):
-        box.setValue(v)
+    spacing = widget.form.spacing_row
+    spacing.use_spacing.value = True
+    spacing.spacing_z.value, spacing.spacing_y.value, spacing.spacing_x.value = 2.0, 0.5, 0.5
     ml = int((after > 0).sum()) * 0.5 / 1000
     assert f"{ml:.2f} mL" in widget.volume_label.text()
 
@@ -193,7 +200,7 @@ def test_cancel_stops_within_a_batch_and_leaves_the_viewer_alone(
     viewer, widget = _open(make_napari_viewer, tiny_model_store)
     names = [lyr.name for lyr in viewer.layers]
     assert widget.run()
-    assert not widget.run_button.isEnabled() and widget.cancel_button.isEnabled()
+    assert not widget.run_button.enabled and widget.cancel_button.enabled
     qtbot.waitUntil(gate.reached.is_set, timeout=TIMEOUT)
 
     # the GUI keeps working while the worker is held inside a batch: a dims change posted to the
@@ -203,13 +210,13 @@ def test_cancel_stops_within_a_batch_and_leaves_the_viewer_alone(
     qtbot.waitUntil(lambda: viewer.dims.current_step[0] == target, timeout=TIMEOUT)
     assert widget.is_running
 
-    qtbot.mouseClick(widget.cancel_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(widget.cancel_button.native, Qt.MouseButton.LeftButton)
     gate.release.set()
     _wait_done(qtbot, widget)
     assert gate.batches == 1  # the 24 slices need two batches: the second never ran
     assert [lyr.name for lyr in viewer.layers] == names
     assert "Cancelled" in widget.status.text()
-    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
     assert widget.progress.fraction == 0.0
 
 
@@ -223,9 +230,9 @@ def test_edits_are_reviewed_and_never_overwritten(make_napari_viewer, qtbot, tin
     pred.brush_size = 9
     pred.paint((3, 40, 40), 1)  # napari's brush: fires Labels.events.paint
     viewer.dims.set_current_step(0, 7)
-    qtbot.mouseClick(widget.review_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(widget.review.mark_button.native, Qt.MouseButton.LeftButton)
     assert pred.metadata["lggseg"]["reviewed_slices"] == [3, 7]
-    assert "2 reviewed slice(s)" in widget.reviewed_label.text()
+    assert "2 reviewed slice(s)" in widget.review.reviewed_label.value
 
     # re-thresholding keeps the reviewed slices as the person left them
     edited = np.asarray(pred.data).copy()
@@ -286,11 +293,13 @@ def test_mapped_image_layers_and_missing_sequences(make_napari_viewer, qtbot, ti
     viewer.add_image(image[..., 1], name="my flair")
     _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment tumour")
     widget.select_model(tiny_model_store)
-    widget.patient_combo.setCurrentIndex(widget.patient_combo.findData("__map__"))
-    assert widget.mapping.isVisibleTo(widget)
-    assert widget.flair_combo.currentText() == "my flair"
+    widget.form.patient.value = MAP_LAYERS
+    assert widget.form.mapping.native.isVisibleTo(widget)
+    assert widget.form.mapping.flair_layer.value == "my flair"
     assert widget.run()
     _wait_done(qtbot, widget)
     (pred,) = _predictions(viewer)
     assert pred.name == "my flair prediction" and pred.data.shape == image.shape[:3]
     assert "pre- and post-contrast missing: using FLAIR only" in widget.sequences_label.text()
+    # issue 13: layers from no patient folder were never closed, so the status must not say so
+    assert "closed" not in widget.status.text(), widget.status.text()

@@ -1,106 +1,79 @@
-"""Qt plumbing shared by the two widgets: a thread-safe progress relay, the run's cancel state
-(also raised when the viewer closes), and a registry so Fine-tune can reach Segment tumour."""
+"""What both docks share: the model and device choices of their forms, the scrolling dock body,
+a status label, and a registry so Fine-tune can reach Segment tumour."""
 
 from __future__ import annotations
 
-import threading
-import time
 import weakref
 
-from qtpy.QtCore import QObject, Signal
-from qtpy.QtWidgets import QComboBox, QProgressBar
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
 
-from ..layer_meta import PLUGIN as PROVIDER
-from ..layer_meta import unwrap_viewer as real_viewer
+from ..layer_meta import unwrap_viewer
 
-
-class Relay(QObject):
-    """Carries events from a worker thread to the GUI thread (a queued Qt signal). Created per
-    run without a parent, so a closed widget never leaves the worker holding a deleted object."""
-
-    event = Signal(object)
+# --------------------------------------------------------------------------- form choices
 
 
-class Progress(QProgressBar):
-    """A progress bar with a fixed range (0..1000) that repaints at most ten times a second:
-    every repaint of a widget beside napari's OpenGL canvas recomposes the window, so fewer,
-    same-sized updates keep the event loop free."""
+def model_choices() -> list[tuple[str, str]]:
+    """Every model in the store as (label with its validation Dice, name)."""
+    from ..models import list_models
 
-    STEPS = 1000
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.setRange(0, self.STEPS)
-        self.setValue(0)
-        self._shown = 0.0
-
-    def set_fraction(self, fraction: float, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or now - self._shown >= 0.1:
-            self._shown = now
-            self.setValue(int(round(self.STEPS * min(max(fraction, 0.0), 1.0))))
-
-    @property
-    def fraction(self) -> float:
-        return self.value() / self.STEPS
+    return [(info.label(), info.name) for info in list_models()]
 
 
-class RunState:
-    """One run's flags, shared with its worker: ``cancel`` stops the core at its next check;
-    ``closed`` means the viewer went away, so the worker must not save or touch Qt."""
+def default_model(names) -> str | None:
+    from ..models import default_model_name
 
-    def __init__(self):
-        self.cancel = threading.Event()
-        self.closed = False
-
-    def close(self) -> None:
-        self.closed = True
-        self.cancel.set()
-
-
-class Life:
-    """Outlives the widget's C++ object: set when Qt destroys the widget (the viewer closed)."""
-
-    def __init__(self):
-        self.closed = False
-        self.state: RunState | None = None
-        self.on_close: list = []
-
-    def close(self, *_):
-        if self.closed:
-            return
-        self.closed = True
-        if self.state is not None:
-            self.state.close()
-        for cb in self.on_close:
-            cb()
-        self.on_close.clear()
-
-
-def register_task(viewer, description: str, state: RunState):
-    """Tell napari a long task runs: closing the window then asks first (when the user closes
-    it) and cancels the run. napari's task-status API is private, so this is best effort."""
-    window = getattr(viewer, "window", None)
-    register = getattr(window, "_register_task_status", None)
-    if register is None:
-        return None
+    names = list(names)
     try:
-        from napari.utils.task_status import Status
+        name = default_model_name("cpu")
+    except Exception:  # an empty or broken store: the first listed model, if any
+        name = None
+    return name if name in names else (names[0] if names else None)
 
-        return register(PROVIDER, Status.BUSY, description, cancel_callback=state.close)
-    except Exception:  # an older or newer napari without this hook: the widget's own hook remains
-        return None
+
+def refill_models(combo, select: str | None = None) -> None:
+    """Re-read the store into a magicgui ComboBox; keep (or take ``select``) its choice."""
+    current = select or combo.value
+    with combo.changed.blocked():
+        combo.choices = model_choices()
+        names = list(combo.choices)
+        wanted = current if current in names else default_model(names)
+        if wanted is not None:
+            combo.value = wanted
+    if combo.value is None:
+        combo.tooltip = "No model in the store: the package's weights are missing (see README)"
 
 
-def finish_task(viewer, task_id, status: str = "COMPLETED") -> None:
-    if task_id is None:
-        return
-    try:
-        from napari.utils.task_status import Status
+def device_choices() -> list[str]:
+    from ..devices import available_devices
 
-        viewer.window._update_task_status(task_id, getattr(Status, status))
-    except Exception:
-        pass
+    return ["auto", *available_devices()]
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def status_label(name: str) -> QLabel:
+    """A word-wrapped, selectable line of text that takes the height its text needs."""
+    label = QLabel("", objectName=name, wordWrap=True)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    return label
+
+
+def scrolling_body(widget: QWidget) -> QVBoxLayout:
+    """Give ``widget`` a scrolling body and return the body's layout: a dock shorter than its
+    content (napari's default window, two docks stacked) scrolls instead of squeezing widgets
+    over each other."""
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    scroll = QScrollArea(widget)
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    body = QWidget()
+    scroll.setWidget(body)
+    outer.addWidget(scroll)
+    return QVBoxLayout(body)
 
 
 # --------------------------------------------------------------------------- widget registry
@@ -109,46 +82,13 @@ _SEGMENT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def register_segment_widget(viewer, widget) -> None:
-    _SEGMENT[real_viewer(viewer)] = weakref.ref(widget)
+    _SEGMENT[unwrap_viewer(viewer)] = weakref.ref(widget)
 
 
 def segment_widget_for(viewer):
     """The Segment tumour widget docked in ``viewer``, or None."""
-    ref = _SEGMENT.get(real_viewer(viewer))
+    ref = _SEGMENT.get(unwrap_viewer(viewer))
     widget = ref() if ref else None
-    if widget is None or widget._life.closed:
+    if widget is None or widget.runner.closed:
         return None
     return widget
-
-
-# --------------------------------------------------------------------------- choices
-
-
-def fill_model_combo(combo: QComboBox, select: str | None = None) -> None:
-    """Every model in the store, labelled with its validation Dice; the item data is the name."""
-    from ..models import default_model_name, list_models
-
-    current = select or combo.currentData()
-    combo.blockSignals(True)
-    combo.clear()
-    infos = list_models()
-    for info in infos:
-        combo.addItem(info.label(), info.name)
-    if not infos:
-        combo.addItem("(no model installed)", None)
-    if current is None and infos:
-        try:
-            current = default_model_name("cpu")
-        except Exception:
-            current = infos[0].name
-    i = combo.findData(current)
-    combo.setCurrentIndex(max(i, 0))
-    combo.blockSignals(False)
-
-
-def fill_device_combo(combo: QComboBox) -> None:
-    from ..devices import available_devices
-
-    combo.addItem("auto", "auto")
-    for d in available_devices():
-        combo.addItem(d, d)

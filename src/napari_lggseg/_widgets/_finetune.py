@@ -1,101 +1,135 @@
-"""The Fine-tune widget: learn from the slices people reviewed, save a new model, use it.
+"""The Fine-tune dock: learn from the slices people reviewed, save a new model, use it.
 
 * **What it learns from**: every open LGG mask with reviewed slices (a prediction someone
   corrected, a corrections folder, an edited ground truth), one checkbox each with its count.
   Only the reviewed slices are trusted; the rest of the volume is not used for the loss.
 * **Validation**: the ground truth of open patients that are not being trained on; when there
   is none, the reviewed slices themselves, and the plot says "Dice on corrected slices".
-* **Budget**: by default one round (:func:`napari_lggseg.finetune.default_config`, the round
+* **Budget**: by default one round (:func:`napari_lggseg.finetune.fine_tune_config`, the round
   ``benchmarks/bench_finetune_round.py`` measures); or a number of rounds, epochs or minutes.
-* **Cancel** stops at the next step and saves nothing. Closing the viewer mid-run cancels the
-  same way (through napari's task status, or when Qt destroys the widget); the worker then sends
-  nothing more to Qt. The store writes a model atomically (staging folder, then rename), so no
-  partial model can appear.
+* **Cancel** stops at the next step and saves nothing; closing the viewer mid-run cancels the
+  same way (the shared :class:`._runner.RunController`).
 * **On finish** the model is saved under a new, never reused name, selected in the Segment
-  tumour widget, and "Segment with new model" re-segments the patient in one click.
+  tumour widget, and "Segment with new model" re-segments the patient in one click. When the
+  store cannot take it (read-only, disk full) the status says where the complete copy went.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import napari.viewer
 import numpy as np
-from napari.qt.threading import create_worker
+from magicgui.widgets import PushButton
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (
-    QComboBox,
-    QDoubleSpinBox,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QListWidget,
-    QListWidgetItem,
-    QPushButton,
-    QToolButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QLabel, QListWidget, QListWidgetItem, QSizePolicy, QWidget
 
-from ..layer_meta import PLUGIN
-from ..layer_meta import read_meta as lgg_meta
+from ..layer_meta import PLUGIN, read_meta, unwrap_viewer
 from ..patients import capture, find_patients, training_candidates
 from ..review import tracker_for
-from ._common import (
-    Life,
-    Progress,
-    Relay,
-    RunState,
-    fill_device_combo,
-    fill_model_combo,
-    finish_task,
-    real_viewer,
-    register_task,
-    segment_widget_for,
-)
+from ._common import refill_models, scrolling_body, segment_widget_for, status_label
+from ._forms import finetune_form
 from ._plot import EpochPlot
+from ._runner import RunController, RunEvent
 
-UNITS = ("rounds", "epochs", "minutes")
 CORRECTED_LABEL = "Dice on corrected slices"
 
 
+@dataclass
+class FineTuneOutcome:
+    info: object | None  # the stored model's ModelInfo, or None when the store failed
+    result: object  # TrainResult
+    not_stored: object | None = None  # models.SavedModel of a model the store could not take
+
+
 def _finetune_job(train_vols, val_vols, validation, base, name, cfg, state, emit):
-    """Runs in the worker thread: one fine-tuning run from ``base`` through the same core as the
-    CLI (:func:`napari_lggseg.finetune.fine_tune`), saved as ``name`` (made unique). Returns
-    (ModelInfo, TrainResult), or None when cancelled (by Cancel or by the viewer closing)."""
-    from ..finetune import fine_tune
+    """Worker thread: one fine-tuning run through the same core as the CLI
+    (:func:`napari_lggseg.finetune.fine_tune`). None when cancelled."""
+    from ..finetune import ModelNotStored, fine_tune
 
-    def send(ev):
-        if not state.closed:
-            emit(ev)
+    def relay(ev: dict):
+        if state.closed:
+            return
+        if ev.get("kind") == "step":
+            frac = ev.get("fraction") or 0.0
+            if ev.get("total_steps"):
+                frac = max(frac, ev["step"] / ev["total_steps"])
+            emit(RunEvent("progress", fraction=frac))
+        elif ev.get("kind") == "epoch":
+            emit(RunEvent("epoch", data=ev))
 
-    send(
-        {
-            "kind": "stage",
-            "text": f"fine-tuning {base} on {', '.join(v.patient_id for v in train_vols)}",
-        }
-    )
-    corrected = {v.patient_id: int(np.count_nonzero(v.labelled)) for v in train_vols}
+    if not state.closed:
+        who = ", ".join(v.patient_id for v in train_vols)
+        emit(RunEvent("stage", f"fine-tuning {base} on {who}"))
     extra = {
         "validation": validation,
-        "corrected_slices": corrected,
+        "corrected_slices": {v.patient_id: int(np.count_nonzero(v.labelled)) for v in train_vols},
         "intended_use": "research segmentation of LGG FLAIR abnormality, fine-tuned on a user's "
         "corrections; not for diagnosis",
     }
-    info, result = fine_tune(
-        base,
-        train_vols,
-        val_vols,
-        cfg,
-        name=name,
-        progress=send,
-        cancel=state.cancel,
-        card_extra=extra,
-    )
+    try:
+        info, result = fine_tune(
+            base, train_vols, val_vols, cfg, name=name, progress=relay, cancel=state.cancel,
+            card_extra=extra,
+        )  # fmt: skip
+    except ModelNotStored as exc:
+        return FineTuneOutcome(None, exc.result, exc.saved)
     if info is None or state.cancel.is_set():
         return None
-    return info, result
+    return FineTuneOutcome(info, result)
+
+
+class CandidateList(QListWidget):
+    """The masks to learn from, one checkable row each (hand-built: magicgui has no checkable
+    list). Unticked rows stay unticked when the list is rebuilt."""
+
+    def __init__(self):
+        super().__init__(objectName="patients")
+        self.candidates: list = []  # (layer, patient, reviewed slices), as listed
+        self._unchecked: set[int] = set()  # ids of layers the person unticked
+        self.setMinimumHeight(60)
+        self.setMaximumHeight(110)
+
+    def refresh(self, candidates: list) -> None:
+        for i, (layer, _p, _rs) in enumerate(self.candidates):
+            item = self.item(i)
+            if item is not None:
+                unticked = item.checkState() != Qt.CheckState.Checked
+                (self._unchecked.add if unticked else self._unchecked.discard)(id(layer))
+        self.candidates = candidates
+        self.clear()
+        for layer, patient, rs in candidates:
+            ok = patient.flair is not None
+            text = f"{patient.patient_id}: {len(rs)} reviewed slice{'s' * (len(rs) != 1)} in '{layer.name}'"
+            item = QListWidgetItem(text if ok else text + " (images not open)")
+            enabled = Qt.ItemFlag.ItemIsEnabled if ok else Qt.ItemFlag.NoItemFlags
+            item.setFlags(Qt.ItemFlag.ItemIsUserCheckable | enabled)
+            checked = ok and id(layer) not in self._unchecked
+            item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
+            self.addItem(item)
+        if not candidates:
+            item = QListWidgetItem(
+                "No reviewed slices yet: correct a prediction with napari's tools, "
+                "or press 'Mark slice reviewed' in Segment tumour"
+            )
+            item.setFlags(Qt.ItemFlag.NoItemFlags)
+            self.addItem(item)
+
+    def checked(self) -> list:
+        return [
+            c
+            for i, c in enumerate(self.candidates)
+            if self.item(i) is not None and self.item(i).checkState() == Qt.CheckState.Checked
+        ]
+
+    def set_checked(self, layer, checked: bool) -> None:
+        for i, (lyr, _p, _rs) in enumerate(self.candidates):
+            if lyr is layer:
+                state = Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked
+                self.item(i).setCheckState(state)
+                return
+        raise ValueError(f"layer '{layer.name}' has no reviewed slices")
 
 
 class FineTuneWidget(QWidget):
@@ -106,105 +140,62 @@ class FineTuneWidget(QWidget):
         from ..warmup import for_training
 
         for_training()  # now, not in the first run's worker (see warmup.py)
-        self.viewer = real_viewer(viewer)
+        self.viewer = unwrap_viewer(viewer)
         self.tracker = tracker_for(self.viewer)
-        self._life = Life()
-        self.destroyed.connect(self._life.close)
-        self._worker = None
-        self._task = None
-        self._candidates: list = []  # (layer, patient, reviewed slices), as listed
-        self._unchecked: set[int] = set()  # ids of layers the person unticked
         self._trained_on: list[str] = []
+        self._base_chosen = False  # once the person picks a base, stop following the masks' model
         self.new_model: str | None = None
         self.result = None
-
-        layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("Learn from (reviewed slices only):"))
-        self.patients_list = QListWidget(objectName="patients")
-        self.patients_list.setMaximumHeight(110)
-        layout.addWidget(self.patients_list)
-
-        form = QFormLayout()
-        layout.addLayout(form)
-        row = QHBoxLayout()
-        self.base_combo = QComboBox(objectName="base_model")
-        refresh = QToolButton(text="↻", toolTip="Re-read the model store")
-        refresh.clicked.connect(lambda: fill_model_combo(self.base_combo))
-        row.addWidget(self.base_combo, 1)
-        row.addWidget(refresh)
-        form.addRow("Base model", row)
-        self.base_combo.currentIndexChanged.connect(self._suggest_name)
-        self._base_chosen = False  # once the person picks a base, stop following the masks' model
-        self.base_combo.activated.connect(lambda _: setattr(self, "_base_chosen", True))
-
-        self.device_combo = QComboBox(objectName="device")
-        fill_device_combo(self.device_combo)
-        form.addRow("Device", self.device_combo)
-
-        row = QHBoxLayout()
-        self.budget_value = QDoubleSpinBox(
-            objectName="budget", decimals=1, minimum=0.1, maximum=10000.0, value=1.0
-        )
-        self.budget_unit = QComboBox(objectName="budget_unit")
-        self.budget_unit.addItems(UNITS)
-        self.budget_unit.currentIndexChanged.connect(self._describe_budget)
-        self.budget_value.valueChanged.connect(self._describe_budget)
-        row.addWidget(self.budget_value)
-        row.addWidget(self.budget_unit)
-        form.addRow("Budget", row)
-        self.budget_note = QLabel("", wordWrap=True)
-        form.addRow(self.budget_note)
-
-        self.name_edit = QLineEdit(objectName="name")
-        self.name_edit.setToolTip(
-            "Letters, digits, '.', '_' or '-'; '-v2', '-v3'… is added if the name is taken"
-        )
-        form.addRow("New model name", self.name_edit)
-
-        row = QHBoxLayout()
-        self.run_button = QPushButton("Fine-tune", objectName="run")
-        self.cancel_button = QPushButton("Cancel", objectName="cancel", enabled=False)
-        self.run_button.clicked.connect(lambda: self.run())
-        self.cancel_button.clicked.connect(self.cancel)
-        row.addWidget(self.run_button)
-        row.addWidget(self.cancel_button)
-        layout.addLayout(row)
-        self.progress = Progress(objectName="progress")
-        layout.addWidget(self.progress)
-
+        self.dice_label = "validation Dice"  # what the plot's Dice curve measures this run
+        self.form = f = finetune_form()
+        self.run_button, self.cancel_button = f.buttons.run, f.buttons.cancel
+        self.runner = RunController(
+            self.viewer, self, self.run_button, self.cancel_button, self._set_status,
+            on_event=self._on_event, can_run=lambda: self.form.base_row.base_model.value is not None,
+        )  # fmt: skip
+        self.progress = self.runner.progress
+        self.candidates = CandidateList()
+        self.budget_note = status_label("budget_note")
         self.plot = EpochPlot()
-        self.canvas, self.loss_line, self.dice_line = (
-            self.plot.canvas,
-            self.plot.loss_line,
-            self.plot.dice_line,
-        )
-        self._label_short = "validation Dice"
-        layout.addWidget(self.canvas)
-
-        self.status = QLabel("", objectName="status", wordWrap=True)
-        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        layout.addWidget(self.status)
-        self.segment_button = QPushButton(
-            "Segment with new model", objectName="segment_new", enabled=False
-        )
-        self.segment_button.clicked.connect(self.segment_with_new_model)
-        layout.addWidget(self.segment_button)
-        layout.addStretch(1)
-
-        fill_model_combo(self.base_combo)
+        self.plot.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.plot.canvas.setFixedHeight(220)
+        self.status = status_label("status")
+        self.segment_button = PushButton(name="segment_new", text="Segment with new model")
+        self.segment_button.enabled = False
+        body = scrolling_body(self)
+        for w in (
+            QLabel("Learn from (reviewed slices only):"), self.candidates, f.native,
+            self.budget_note, self.progress, self.plot.canvas, self.status,
+            self.segment_button.native,
+        ):  # fmt: skip
+            body.addWidget(w)
+        body.addStretch(1)
+        self._connect(f)
+        refill_models(f.base_row.base_model)
         self._suggest_name()
         self._describe_budget()
+        self._refresh_candidates()
+
+    def _connect(self, f) -> None:
+        base = f.base_row.base_model
+        base.changed.connect(self._suggest_name)
+        base.native.activated.connect(lambda *_: setattr(self, "_base_chosen", True))
+        f.base_row.refresh_models.changed.connect(lambda *_: refill_models(base))
+        f.budget_row.budget.changed.connect(self._describe_budget)
+        f.budget_row.budget_unit.changed.connect(self._describe_budget)
+        self.run_button.changed.connect(lambda *_: self.run())
+        self.segment_button.changed.connect(lambda *_: self.segment_with_new_model())
         layers = self.viewer.layers
         layers.events.inserted.connect(self._refresh_candidates)
         layers.events.removed.connect(self._refresh_candidates)
         self.tracker.connect(self._on_review_changed)
-        self._life.on_close.append(self._disconnect_viewer)
-        self._refresh_candidates()
 
-    def _disconnect_viewer(self) -> None:
-        self.viewer.layers.events.inserted.disconnect(self._refresh_candidates)
-        self.viewer.layers.events.removed.disconnect(self._refresh_candidates)
-        self.tracker.disconnect(self._on_review_changed)
+        def disconnect():
+            layers.events.inserted.disconnect(self._refresh_candidates)
+            layers.events.removed.disconnect(self._refresh_candidates)
+            self.tracker.disconnect(self._on_review_changed)
+
+        self.runner.on_close.append(disconnect)
 
     # ------------------------------------------------------------------ choices
 
@@ -212,87 +203,48 @@ class FineTuneWidget(QWidget):
         self._refresh_candidates()
 
     def _refresh_candidates(self, *_) -> None:
-        if self._life.closed:
+        if self.runner.closed:
             return
-        # remember what the person unticked before rebuilding
-        for i, (layer, _p, _rs) in enumerate(self._candidates):
-            item = self.patients_list.item(i)
-            if item is not None:
-                (
-                    self._unchecked.add
-                    if item.checkState() != Qt.CheckState.Checked
-                    else self._unchecked.discard
-                )(id(layer))
-        self._candidates = training_candidates(self.viewer.layers)
-        self.patients_list.clear()
-        for layer, patient, rs in self._candidates:
-            ok = patient.flair is not None
-            text = f"{patient.patient_id}: {len(rs)} reviewed slice{'s' * (len(rs) != 1)} in '{layer.name}'"
-            item = QListWidgetItem(text if ok else text + " (images not open)")
-            flags = Qt.ItemFlag.ItemIsUserCheckable | (
-                Qt.ItemFlag.ItemIsEnabled if ok else Qt.ItemFlag.NoItemFlags
-            )
-            item.setFlags(flags)
-            checked = ok and id(layer) not in self._unchecked
-            item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
-            self.patients_list.addItem(item)
-        if not self._candidates:
-            item = QListWidgetItem(
-                "No reviewed slices yet: correct a prediction with napari's tools, "
-                "or press 'Mark slice reviewed' in Segment tumour"
-            )
-            item.setFlags(Qt.ItemFlag.NoItemFlags)
-            self.patients_list.addItem(item)
-        preds = [m.get("model") for layer, _p, _rs in self._candidates if (m := lgg_meta(layer))]
-        if (
-            self._worker is None
-            and preds
-            and preds[-1]
-            and self.base_combo.findData(preds[-1]) >= 0
-            and not self._base_chosen
-        ):
-            self.base_combo.setCurrentIndex(self.base_combo.findData(preds[-1]))
+        self.candidates.refresh(training_candidates(self.viewer.layers))
+        models = [
+            m.get("model") for lyr, _p, _rs in self.candidates.candidates if (m := read_meta(lyr))
+        ]
+        base = self.form.base_row.base_model
+        follow = not self.runner.is_running and not self._base_chosen
+        if follow and models and models[-1] in base.choices:
+            base.value = models[-1]
 
     def checked_layers(self) -> list:
-        out = []
-        for i, (layer, patient, rs) in enumerate(self._candidates):
-            item = self.patients_list.item(i)
-            if item is not None and item.checkState() == Qt.CheckState.Checked:
-                out.append((layer, patient, rs))
-        return out
+        return self.candidates.checked()
 
     def set_checked(self, layer, checked: bool) -> None:
-        for i, (lyr, _p, _rs) in enumerate(self._candidates):
-            if lyr is layer:
-                self.patients_list.item(i).setCheckState(
-                    Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked
-                )
-                return
-        raise ValueError(f"layer '{layer.name}' has no reviewed slices")
+        self.candidates.set_checked(layer, checked)
 
     def select_base(self, name: str) -> None:
-        fill_model_combo(self.base_combo, name)
-        if self.base_combo.currentData() != name:
+        refill_models(self.form.base_row.base_model, name)
+        if self.form.base_row.base_model.value != name:
             raise ValueError(f"model {name!r} is not in the store")
         self._base_chosen = True
 
     def set_budget(self, value: float, unit: str = "rounds") -> None:
-        self.budget_unit.setCurrentIndex(UNITS.index(unit))
-        self.budget_value.setValue(value)
+        row = self.form.budget_row
+        row.budget_unit.value = unit
+        row.budget.value = value
 
     def _suggest_name(self, *_) -> None:
-        base = self.base_combo.currentData()
+        base = self.form.base_row.base_model.value
         if base:
-            stem = re.sub(r"(-ft)?(-v\d+)?$", "", base)
-            self.name_edit.setText(f"{stem}-ft")
+            self.form.model_name.value = re.sub(r"(-ft)?(-v\d+)?$", "", base) + "-ft"
 
     def config(self, n_volumes: int = 1):
-        """The TrainConfig for the chosen budget (one round: ``training.fine_tune_config``)."""
-        from ..finetune import default_config
+        """The TrainConfig for the chosen budget (one round: ``finetune.fine_tune_config``)."""
+        from ..finetune import fine_tune_config
 
-        cfg = default_config(n_volumes)
-        cfg.device = self.device_combo.currentData()
-        value, unit = self.budget_value.value(), self.budget_unit.currentText()
+        cfg = fine_tune_config(n_volumes, device=self.form.device.value)
+        value, unit = (
+            float(self.form.budget_row.budget.value),
+            self.form.budget_row.budget_unit.value,
+        )
         if unit == "rounds":
             cfg.epochs = max(1, int(round(cfg.epochs * value)))
             cfg.minutes = cfg.minutes * value if cfg.minutes else None
@@ -303,11 +255,10 @@ class FineTuneWidget(QWidget):
         return cfg
 
     def _describe_budget(self, *_) -> None:
-        from ..finetune import default_config
+        from ..finetune import fine_tune_config
 
-        r = default_config()
+        r, cfg = fine_tune_config(), self.config()
         cap = f", at most {r.minutes:g} min" if r.minutes else ""
-        cfg = self.config()
         now = (
             f"{cfg.epochs} epoch(s) of {cfg.steps_per_epoch or 'auto'} steps" if cfg.epochs else ""
         )
@@ -323,7 +274,7 @@ class FineTuneWidget(QWidget):
 
     @property
     def is_running(self) -> bool:
-        return self._worker is not None
+        return self.runner.is_running
 
     def _volumes(self):
         from ..train_data import TrainVolume
@@ -351,135 +302,92 @@ class FineTuneWidget(QWidget):
                 inp = capture(p)
                 if inp.truth is not None:
                     val_vols.append(TrainVolume(pid, inp.volume(), inp.truth > 0))
-        if val_vols:
-            label = (
-                "validation Dice (ground truth of "
-                + ", ".join(v.patient_id for v in val_vols)
-                + ")"
-            )
-        else:
-            val_vols, label = train_vols, CORRECTED_LABEL
-        return train_vols, val_vols, label
+        if not val_vols:
+            return train_vols, train_vols, CORRECTED_LABEL
+        names = ", ".join(v.patient_id for v in val_vols)
+        return train_vols, val_vols, f"validation Dice (ground truth of {names})"
 
     def run(self) -> bool:
         """Start fine-tuning; False (with the reason in the status line) if it cannot start."""
         from ..models import ModelError, check_name
 
-        if self._worker is not None:
+        if self.runner.is_running:
             return False
-        base, name = self.base_combo.currentData(), self.name_edit.text().strip()
+        base, name = self.form.base_row.base_model.value, self.form.model_name.value.strip()
         try:
             if base is None:
                 raise ValueError("no base model in the store")
             check_name(name)
             train_vols, val_vols, label = self._volumes()
         except (ValueError, ModelError) as exc:
-            self.status.setText(f"Cannot fine-tune: {exc}")
+            self._set_status(f"Cannot fine-tune: {exc}")
             return False
         cfg = self.config(len(train_vols))
-        state = RunState()
-        relay = Relay()
-        relay.event.connect(self._on_event)
-        worker = create_worker(
-            _finetune_job,
-            train_vols,
-            val_vols,
-            label,
-            base,
-            name,
-            cfg,
-            state,
-            relay.event.emit,
-            _start_thread=False,
-        )
-        worker._lggseg_relay = relay
-        worker.returned.connect(self._on_returned)
-        worker.errored.connect(self._on_errored)
-        worker.finished.connect(self._on_finished)
-        self._worker, self._life.state = worker, state
         self._trained_on = [v.patient_id for v in train_vols]
-        self._task = register_task(self.viewer, f"fine-tuning {base} into {name}", state)
-        self._reset_plot(label, cfg.epochs)
-        self.progress.set_fraction(0.0, force=True)
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.segment_button.setEnabled(False)
+        self.dice_label = CORRECTED_LABEL if label == CORRECTED_LABEL else "validation Dice"
+        self.plot.reset(label, cfg.epochs)
+        self.segment_button.enabled = False
         n = sum(int(np.count_nonzero(v.labelled)) for v in train_vols)
-        self.status.setText(f"Fine-tuning {base} on {n} reviewed slice(s)…")
-        worker.start()
-        return True
+        return self.runner.start(
+            _finetune_job, train_vols, val_vols, label, base, name, cfg,
+            description=f"fine-tuning {base} into {name}",
+            on_returned=self._on_returned,
+            failure="Fine-tuning failed",
+            cancel_note="Cancelling (stops after the current step; nothing is saved)…",
+            status=f"Fine-tuning {base} on {n} reviewed slice(s)…",
+        )  # fmt: skip
 
     def cancel(self) -> None:
-        if self._worker is not None and self._life.state is not None:
-            self._life.state.cancel.set()
-            self.cancel_button.setEnabled(False)
-            self.status.setText("Cancelling (stops after the current step; nothing is saved)…")
+        self.runner.cancel()
 
-    def _on_event(self, ev: dict) -> None:
-        state = self._life.state
-        if self._life.closed or state is None or state.cancel.is_set():
-            return
-        kind = ev.get("kind")
-        if kind == "stage":
-            self.status.setText(ev["text"][:1].upper() + ev["text"][1:] + "…")
-        elif kind == "step":
-            frac = ev.get("fraction") or 0.0
-            if ev.get("total_steps"):
-                frac = max(frac, ev["step"] / ev["total_steps"])
-            self.progress.set_fraction(frac)
-        elif kind == "epoch":
-            self._plot_epoch(ev)
+    def _on_event(self, ev: RunEvent) -> None:
+        if ev.kind == "epoch":
+            d = ev.data
+            self.plot.add_epoch(d.get("epoch", 0), d.get("loss"), d.get("val_dice"))
 
-    def _on_returned(self, out) -> None:
-        if self._life.closed:
-            return
+    def _on_returned(self, out: FineTuneOutcome | None) -> None:
         if out is None:
-            self.status.setText("Cancelled: no model was saved.")
+            self._set_status("Cancelled: no model was saved.")
             return
-        info, result = out
-        self.new_model, self.result = info.name, result
-        self.progress.set_fraction(1.0, force=True)
-        fill_model_combo(self.base_combo)
+        result = out.result
+        self.result = result
+        if out.info is None:  # trained, but the store could not take it: say where it is
+            self._set_status(f"Trained, but {out.not_stored.message()}.")
+            return
+        self.new_model = out.info.name
+        refill_models(self.form.base_row.base_model)
+        seg = segment_widget_for(self.viewer)
+        if seg is not None:
+            seg.refresh_models(select=out.info.name)
+        self.segment_button.enabled = True
+        self._set_status(
+            f"Saved model '{out.info.name}' ({result.steps} steps, {result.seconds:.0f} s, "
+            f"{result.stopped}){self._dice_summary(result)}."
+            + (" Selected in Segment tumour." if seg else "")
+            + self._caveat(result)
+        )
+
+    def _dice_summary(self, result) -> str:
         before = result.history[0].get("val_dice") if result.history else None
-        dice = ""
+        text = ""
         if result.best_val_dice is not None:
-            dice = (
-                f"; {self._label_short}: "
+            text = (
+                f"; {self.dice_label}: "
                 + (f"{before:.3f} → " if before is not None else "")
                 + f"{result.best_val_dice:.3f} (epoch {result.best_epoch})"
             )
         if result.best_epoch == 0:
-            dice += " — no epoch beat the base model, so the new model keeps its weights"
-        seg = segment_widget_for(self.viewer)
-        if seg is not None:
-            seg.refresh_models(select=info.name)
-        self.segment_button.setEnabled(True)
-        caveat = ""
-        if self._label_short == CORRECTED_LABEL and result.best_val_dice is not None:
-            # in training/HITL.md a round raised this while other patients lost Dice: say so
-            caveat = (
-                " That Dice is on the slices it learned from; to see whether other patients gain, open "
-                "one with ground truth (unticked) before fine-tuning, or segment one you know."
-            )
-        self.status.setText(
-            f"Saved model '{info.name}' ({result.steps} steps, {result.seconds:.0f} s, "
-            f"{result.stopped}){dice}." + (" Selected in Segment tumour." if seg else "") + caveat
-        )
+            text += " — no epoch beat the base model, so the new model keeps its weights"
+        return text
 
-    def _on_errored(self, exc) -> None:
-        if not self._life.closed:
-            self.status.setText(f"Fine-tuning failed: {exc}")
-
-    def _on_finished(self) -> None:
-        state = self._life.state
-        finish_task(
-            self.viewer, self._task, "CANCELLED" if state and state.cancel.is_set() else "COMPLETED"
+    def _caveat(self, result) -> str:
+        if self.dice_label != CORRECTED_LABEL or result.best_val_dice is None:
+            return ""
+        # in training/HITL.md a round raised this while other patients lost Dice: say so
+        return (
+            " That Dice is on the slices it learned from; to see whether other patients gain, open "
+            "one with ground truth (unticked) before fine-tuning, or segment one you know."
         )
-        self._worker, self._task, self._life.state = None, None, None
-        if self._life.closed:
-            return
-        self.run_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
 
     def segment_with_new_model(self) -> bool:
         """Select the new model in Segment tumour (docking it if needed) and segment the patient
@@ -492,24 +400,14 @@ class FineTuneWidget(QWidget):
             seg = segment_widget_for(self.viewer)
         seg.select_model(self.new_model)
         for pid in self._trained_on:
-            if seg.patient_combo.findData(pid) >= 0:
+            if seg.has_patient(pid):
                 seg.set_patient(pid)
                 break
         return seg.run()
 
-    # ------------------------------------------------------------------ plot
-
-    def _reset_plot(self, dice_label: str, epochs: int | None = None) -> None:
-        self._label_short = CORRECTED_LABEL if dice_label == CORRECTED_LABEL else "validation Dice"
-        self.plot.reset(dice_label, epochs)
-
-    def _plot_epoch(self, ev: dict) -> None:
-        self.plot.add_epoch(ev.get("epoch", 0), ev.get("loss"), ev.get("val_dice"))
+    def _set_status(self, text: str) -> None:
+        self.status.setText(text)
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
         self.plot.shown()
-
-    def plot_points(self) -> dict[str, int]:
-        """How many points each curve holds (one per finished epoch)."""
-        return self.plot.points()

@@ -112,7 +112,18 @@ class EpochPlot:
         line.set_data(list(line.get_xdata()) + [x], list(line.get_ydata()) + [y])
 
     def points(self) -> dict[str, int]:
+        """How many points each curve holds (one per finished epoch)."""
         return {"loss": len(self.loss_line.get_xdata()), "dice": len(self.dice_line.get_xdata())}
+
+    def epochs(self, curve: str = "loss") -> list[int]:
+        """The epochs a curve (``loss`` or ``dice``) has points for."""
+        line = self.loss_line if curve == "loss" else self.dice_line
+        return [int(x) for x in line.get_xdata()]
+
+    @property
+    def dice_label(self) -> str:
+        """What the Dice curve measures, as its legend says."""
+        return self.dice_line.get_label()
 
     # ------------------------------------------------------------------ drawing
 
