@@ -3,6 +3,7 @@
     lggseg segment PATIENT_DIR|KAGGLE_ROOT ... --out DIR        predictions as corrections folders + CSV
     lggseg evaluate --data KAGGLE_ROOT --patients training/splits.json:test
     lggseg train --data DIR ... [--from MODEL] --name NEW --minutes 20
+    lggseg features PATIENT_DIR|KAGGLE_ROOT|NIFTI_CASE ... --out FILE.csv [--masks predicted]
     lggseg models [list|rename|delete|export|import|download-reference]
 
 One module per command (``cli/<command>.py``: ``add_parser(subparsers)`` and ``run(args)``);
@@ -14,19 +15,13 @@ prints one ``lggseg: error: <path>: <problem>`` line and exits with code 2.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 
-from . import evaluate, models, segment, train
+from . import evaluate, features, models, segment, train
 from ._common import PROG, CLIError, ProgressBar, run_command
 from .segment import CSV_COLUMNS
 
-if importlib.util.find_spec(f"{__name__}.features") is not None:
-    from . import features
-
-    COMMANDS = (segment, evaluate, train, features, models)
-else:  # until shape features land
-    COMMANDS = (segment, evaluate, train, models)
+COMMANDS = (segment, evaluate, train, features, models)
 
 __all__ = ["CSV_COLUMNS", "COMMANDS", "PROG", "CLIError", "ProgressBar", "build_parser", "main"]
 
