@@ -104,12 +104,16 @@ def test_make_meta_refuses_bad_input():
 
 
 def test_derive_meta_copies_geometry_not_review_state():
-    src = make_meta("P", Role.IMAGE, folder="/d/P", slice_files=["P_1.tif"], spacing=(1, 1, 2))
+    src = make_meta(
+        "P", Role.IMAGE, folder="/d/P", slice_files=["P_1.tif"], spacing=(1, 1, 2),
+        scan_source="/d/P.nii.gz", sequence="FLAIR",
+    )  # fmt: skip
     src["reviewed_slices"] = [3]
     pred = derive_meta(src, Role.PREDICTION, model="m", reviewed_slices=[])
     assert pred["role"] == "prediction" and pred["model"] == "m"
     assert pred["folder"] == "/d/P" and pred["spacing"] == [1.0, 1.0, 2.0]
-    assert pred["reviewed_slices"] == []
+    assert pred["reviewed_slices"] == [] and pred["scan_source"] == "/d/P.nii.gz"
+    assert "sequence" not in pred
     pred["slice_files"].append("x")
     assert src["slice_files"] == ["P_1.tif"], "a copy, not shared lists"
 

@@ -8,7 +8,8 @@ functions here, so the keys are spelled in one place. Keys:
 * ``patient_id`` (required) and ``role`` (one of :class:`Role`);
 * ``folder``: the patient's image folder (LGG layout) or None (sample data, mapped layers);
 * ``slice_files``: the LGG slice file names, in slice order;
-* ``source_paths``: the files a scan was read from (NIfTI, DICOM), when not an LGG folder;
+* ``source_paths``: the files a scan was read from (NIfTI, DICOM), when not an LGG folder, and
+  ``scan_source``: what the reader opened (the writer saves a mask on that scan's grid);
 * ``affine`` (4x4, nested lists) and ``spacing`` (per axis, mm), when the file gave them;
 * role-specific extras: ``sequence``/``missing_sequences`` (images); ``reviewed_slices``,
   ``edited``, ``model``, ``corrections_folder``, ``whole_volume_reviewed`` (masks).
@@ -42,6 +43,18 @@ MASK_ROLES: tuple[str, ...] = (
     Role.PREDICTION.value,
     Role.CORRECTIONS.value,
     Role.GROUND_TRUTH.value,
+)
+
+
+# what a layer derived from another (a prediction from its image) inherits
+PROVENANCE_KEYS = (
+    "patient_id",
+    "folder",
+    "slice_files",
+    "source_paths",
+    "scan_source",
+    "affine",
+    "spacing",
 )
 
 
@@ -87,8 +100,7 @@ def layer_kwargs(name: str, meta: dict, **kwargs) -> dict:
 def derive_meta(source: Mapping, role: Role | str, **extra) -> dict:
     """A metadata dict for a new layer of the same patient as ``source`` (its geometry and
     provenance copied, its review state not): e.g. a prediction made from an image layer."""
-    keep = ("patient_id", "folder", "slice_files", "source_paths", "affine", "spacing")
-    meta = {k: _copy(source[k]) for k in keep if k in source}
+    meta = {k: _copy(source[k]) for k in PROVENANCE_KEYS if k in source}
     meta.setdefault("folder", None)
     meta.setdefault("slice_files", [])
     meta["role"] = Role(role).value
