@@ -34,13 +34,6 @@ def test_certain_probabilities_flag_nothing():
     assert slices_to_review(prob) == []
 
 
-def test_flipped_disagreement_adds_to_the_score():
-    prob = np.full((2, 8, 8), 0.0, np.float32)
-    flipped = prob.copy()
-    flipped[1, :2, :] = 1.0  # the flipped pass sees 16 tumour voxels the plain pass does not
-    np.testing.assert_allclose(slice_uncertainty(prob, flipped), [0.0, 8.0])
-
-
 def _graded(scores) -> np.ndarray:
     """Probabilities whose slice z scores ``scores[z]`` (whole voxels at 0.5 count 0.5 each)."""
     prob = np.zeros((len(scores), 16, 16), np.float32)

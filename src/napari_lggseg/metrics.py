@@ -15,14 +15,6 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return 1.0 if denom == 0 else 2.0 * int((p & t).sum()) / denom
 
 
-def slice_dice(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Dice per slice (Z,), 1.0 on slices where both are empty."""
-    p, t = np.asarray(pred) > 0, np.asarray(truth) > 0
-    inter = (p & t).sum(axis=(1, 2))
-    denom = p.sum(axis=(1, 2)) + t.sum(axis=(1, 2))
-    return np.where(denom == 0, 1.0, 2.0 * inter / np.maximum(denom, 1))
-
-
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """Keep only the largest 3-D connected component (26-connectivity)."""
     labels, n = ndimage.label(mask > 0, structure=np.ones((3, 3, 3), bool))
