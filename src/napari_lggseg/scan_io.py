@@ -337,8 +337,6 @@ def read_case(path: str | os.PathLike, all_sequences: bool = False) -> ScanCase:
     """Read a case folder or file into a :class:`ScanCase`; raises ScanFormatError naming the
     file. ``all_sequences`` also reads sequences the model does not use (T2) into ``others``,
     for viewing."""
-    from .preprocess import assemble_channels
-
     found = case_files(path)
     files = found.files
     ref = load_nifti(files[FLAIR_SEQ])
@@ -348,7 +346,8 @@ def read_case(path: str | os.PathLike, all_sequences: bool = False) -> ScanCase:
     _warn_if_large(shape, files[FLAIR_SEQ], 1 + len(wanted), notes)
     orientation = Orientation.of(ref.affine, shape)
     notes.extend(orientation.describe(ref.affine))
-    flair = _read_array(ref, files[FLAIR_SEQ], shape)
+    image = _new_image(orientation, shape)  # filled channel by channel: no stacked copies
+    image[..., 1] = orientation.to_model(_read_array(ref, files[FLAIR_SEQ], shape))
     volumes: dict[str, np.ndarray] = {}
     for seq in wanted:
         img = load_nifti(files[seq])
@@ -359,11 +358,17 @@ def read_case(path: str | os.PathLike, all_sequences: bool = False) -> ScanCase:
                 f"{seq} ({files[seq].name}) resampled onto the FLAIR's grid through the files' "
                 "affines (no registration)"
             )
-        volumes[seq] = orientation.to_model(data)
+        if seq in _CHANNELS:
+            image[..., _CHANNELS[seq]] = orientation.to_model(data)
+            volumes[seq] = image[..., _CHANNELS[seq]]
+        else:
+            volumes[seq] = np.ascontiguousarray(orientation.to_model(data))
+    for seq, c in _CHANNELS.items():
+        if seq not in volumes:
+            image[..., c] = image[..., 1]  # a missing sequence: FLAIR stands in, as in the LGG set
     label = None
     if LABEL in files:
         label = orientation.to_model(_read_label(files[LABEL], shape, ref.affine, notes))
-    image = assemble_channels(orientation.to_model(flair), volumes.get(PRE), volumes.get(POST))
     missing = tuple(s for s in (PRE, POST) if s not in volumes)
     if missing:
         notes.append(f"{' and '.join(missing)} missing: FLAIR stands in for it")
@@ -373,12 +378,20 @@ def read_case(path: str | os.PathLike, all_sequences: bool = False) -> ScanCase:
         dict(files),
         ref,
         orientation,
-        image=np.ascontiguousarray(image, dtype=np.float32),
+        image=image,
         missing_sequences=missing,
-        label=label,
+        label=None if label is None else np.ascontiguousarray(label),
         notes=notes,
         others={T2: volumes[T2]} if T2 in volumes else {},
     )
+
+
+_CHANNELS = {PRE: 0, POST: 2}  # FLAIR is channel 1 (lgg_io.SEQUENCES)
+
+
+def _new_image(orientation: Orientation, file_shape) -> np.ndarray:
+    zyx = orientation.to_model(np.empty(file_shape, np.bool_)).shape
+    return np.empty((*zyx, 3), np.float32)
 
 
 def _read_label(path: Path, shape, flair_affine, notes: list[str]) -> np.ndarray:
