@@ -361,3 +361,23 @@ def test_trained_model_falls_back_to_the_temp_folder(store, tmp_path, monkeypatc
     saved = models.save_trained_model(_weights(), _card(), "precious")
     assert saved.fallback == tmp_path / "tmp" / "napari-lggseg-unsaved-models" / "precious"
     assert (saved.fallback / models.WEIGHTS).is_file()
+
+
+def test_a_failed_export_leaves_no_half_copy(store, tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    _save("original")
+    real_copy = shutil.copy2
+
+    def disk_full_on_the_card(src, dst, **kwargs):
+        if str(src).endswith(models.CARD):
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real_copy(src, dst, **kwargs)
+
+    monkeypatch.setattr(shutil, "copy2", disk_full_on_the_card)
+    dest = tmp_path / "usb-stick"
+    dest.mkdir()
+    with pytest.raises(OSError, match="No space left"):
+        models.export_model("original", dest)
+    assert list(dest.iterdir()) == []

@@ -451,12 +451,14 @@ def delete_model(name: str) -> None:
 
 
 def export_model(name: str, dest: str | os.PathLike) -> Path:
-    """Copy a model folder (weights + card) to ``dest/<name>``."""
+    """Copy a model folder (weights + card) to ``dest/<name>``, whole or not at all."""
     info = get_model(name)
     target = Path(dest) / info.name
     if target.exists():
         raise ModelError(f"{target} already exists")
-    shutil.copytree(info.path, target)
+    with staged_folder(target) as staging:
+        for f in (WEIGHTS, CARD):
+            shutil.copy2(info.path / f, staging / f)
     return target
 
 
