@@ -208,9 +208,11 @@ def _prepare_robust(volume: np.ndarray, recipe: Recipe) -> tuple[np.ndarray, Geo
     volume = _as_volume(volume).astype(np.float32, copy=False)
     z, h, w, _ = volume.shape
     bg = background_levels(volume)
-    top = np.array([np.percentile(volume[..., c], 99.9) for c in range(3)], np.float32)
+    # every other pixel of every slice is plenty for a percentile, and 4x cheaper
+    sample = volume[:, ::2, ::2]
+    top = np.percentile(sample.reshape(-1, 3), 99.9, axis=0).astype(np.float32)
     level = bg + 0.1 * np.maximum(top - bg, 1e-6)
-    fg = (volume > level).any(axis=(0, 3))
+    fg = (volume.max(axis=0) > level).any(axis=-1)
     ys, xs = np.nonzero(fg.any(axis=1))[0], np.nonzero(fg.any(axis=0))[0]
     if ys.size == 0:
         y0, y1, x0, x1 = 0, h, 0, w
@@ -218,10 +220,14 @@ def _prepare_robust(volume: np.ndarray, recipe: Recipe) -> tuple[np.ndarray, Geo
         y0, y1 = max(0, ys[0] - 4), min(h, ys[-1] + 5)
         x0, x1 = max(0, xs[0] - 4), min(w, xs[-1] + 5)
     pad = _square_pad(y1 - y0, x1 - x0)
-    # pad with each sequence's own background, not 0 (0 is bright on a z-scored scan)
-    crop = volume[:, y0:y1, x0:x1] - bg
-    crop = np.pad(crop, ((0, 0), pad[:2], pad[2:], (0, 0)))
-    x = _resize_torch(crop.transpose(0, 3, 1, 2), recipe.size, "bilinear")
+    # pad with each sequence's own background, not 0 (0 is bright on a z-scored scan); the
+    # resize is linear with weights summing to 1, so the background comes off afterwards
+    side = (y1 - y0) + pad[0] + pad[1]
+    square = np.empty((z, side, side, 3), np.float32)
+    square[...] = bg
+    square[:, pad[0] : pad[0] + y1 - y0, pad[2] : pad[2] + x1 - x0] = volume[:, y0:y1, x0:x1]
+    x = _resize_torch(square.transpose(0, 3, 1, 2), recipe.size, "bilinear")
+    x -= bg[None, :, None, None]
     span = (level - bg)[None, :, None, None]
     head = (x > span).any(axis=1)
     for c in range(3):
