@@ -339,6 +339,27 @@ def _check_writable_target(out: Path, source_folder: Path, patient_id: str) -> N
             )
 
 
+def _source_of(source_folder: Path, patient_id: str, mask_shape: tuple) -> PatientFiles:
+    """The patient's image files, after checking that a mask of ``mask_shape`` is theirs."""
+    import tifffile
+
+    try:
+        files = find_patient(source_folder)
+    except LGGFormatError as exc:
+        raise LGGFormatError(f"cannot save corrections for {patient_id}: {exc}") from exc
+    if files.patient_id != patient_id:
+        raise LGGFormatError(f"{source_folder}: holds patient {files.patient_id}, not {patient_id}")
+    with tifffile.TiffFile(files.image_files[0]) as tf:
+        hw = tuple(tf.pages[0].shape[:2])
+    expected = (len(files.image_files), *hw)
+    if tuple(mask_shape) != expected:
+        raise LGGFormatError(
+            f"mask for {patient_id} has shape {tuple(mask_shape)}, but {source_folder} has "
+            f"{expected[0]} slices of {hw[0]}x{hw[1]}: refusing to save a mask of another patient"
+        )
+    return files
+
+
 def write_corrections(
     out_folder: str | os.PathLike,
     mask: np.ndarray,
@@ -360,21 +381,9 @@ def write_corrections(
 
     out = Path(out_folder)
     source_folder = Path(source_folder)
-    try:
-        files = find_patient(source_folder)
-    except LGGFormatError as exc:
-        raise LGGFormatError(f"cannot save corrections for {patient_id}: {exc}") from exc
-    if files.patient_id != patient_id:
-        raise LGGFormatError(f"{source_folder}: holds patient {files.patient_id}, not {patient_id}")
-    with tifffile.TiffFile(files.image_files[0]) as tf:
-        hw = tuple(tf.pages[0].shape[:2])
     mask = np.asarray(mask)
-    expected = (len(files.image_files), *hw)
-    if mask.shape != expected:
-        raise LGGFormatError(
-            f"mask for {patient_id} has shape {mask.shape}, but {source_folder} has "
-            f"{expected[0]} slices of {hw[0]}x{hw[1]}: refusing to save a mask of another patient"
-        )
+    files = _source_of(source_folder, patient_id, mask.shape)
+    expected = mask.shape
     _check_writable_target(out, source_folder, patient_id)
     reviewed = sorted({int(i) for i in reviewed_slices})
     if any(i < 0 or i >= expected[0] for i in reviewed):

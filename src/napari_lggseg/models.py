@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .atomic import clean_stale, staged_folder, write_text
+from .model_cards import ARCHITECTURES, card_problem
 
 SHIPPED_DIR = Path(__file__).parent / "weights"
 WEIGHTS = "model.safetensors"
@@ -29,15 +30,6 @@ REFERENCE_URL = (
     "https://github.com/mateuszbuda/brain-segmentation-pytorch/releases/download/v1.0/"
     "unet-e012d006.pt"
 )
-ARCHITECTURES = ("unet-buda2019",)
-REQUIRED_KEYS = ("architecture", "preprocessing", "sha256")
-_FIELD_TYPES = {
-    "sha256": str,
-    "metrics": dict,
-    "postprocessing": dict,
-    "created": str,
-    "parent": (str, type(None)),
-}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,80}$")
 
 
@@ -94,45 +86,6 @@ def sha256_of(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def card_problem(card) -> str | None:
-    """What is wrong with a card, in words (None when the model can be built from it)."""
-    from .preprocess import Recipe
-
-    if not isinstance(card, dict):
-        return "not a JSON object"
-    missing = [k for k in REQUIRED_KEYS if k not in card]
-    if missing:
-        return f"no {' or '.join(map(repr, missing))} in the card"
-    arch = card["architecture"]
-    if not isinstance(arch, dict):
-        return "'architecture' is not an object"
-    if arch.get("name") not in ARCHITECTURES:
-        return f"unknown architecture {arch.get('name')!r} (known: {', '.join(ARCHITECTURES)})"
-    try:
-        width, in_channels = int(arch.get("width", 32)), int(arch.get("in_channels", 3))
-        recipe = Recipe.from_dict(card["preprocessing"])
-    except (TypeError, ValueError, AttributeError) as exc:
-        return f"unreadable 'architecture' or 'preprocessing' ({exc})"
-    if width < 1 or recipe.in_channels != in_channels:
-        return (
-            f"'preprocessing' makes {recipe.in_channels} input channels, the architecture "
-            f"takes {in_channels} (width {width})"
-        )
-    for key, types in _FIELD_TYPES.items():
-        if key in card and not isinstance(card[key], types):
-            return f"{key!r} has the wrong type ({type(card[key]).__name__})"
-    return _postprocessing_problem(card.get("postprocessing") or {})
-
-
-def _postprocessing_problem(post: dict) -> str | None:
-    from .metrics import POSTPROCESS_CHOICES
-
-    method = post.get("method")
-    if method is not None and method not in POSTPROCESS_CHOICES:
-        return f"unknown post-processing {method!r} (known: {', '.join(POSTPROCESS_CHOICES)})"
-    return None
 
 
 def _read_info(folder: Path, shipped: bool) -> ModelInfo | None:
