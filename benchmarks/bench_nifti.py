@@ -17,6 +17,11 @@ lesion; timing does not depend on the anatomy)::
     .venv/bin/python benchmarks/bench_nifti.py --cases ../shared/external/brats18
     .venv/bin/python benchmarks/bench_nifti.py --slice-spacing none             # every 1 mm slice
     .venv/bin/python benchmarks/bench_nifti.py --cli --cases ../shared/external/brats18
+    .venv/bin/python benchmarks/bench_nifti.py --compare-spacing none,2,3,4,5,6 \
+        --cases ../shared/external/brats18                 # Dice per through-plane spacing
+
+``--compare-spacing`` is the measurement behind ``geometry.DEFAULT_SLICE_SPACING``: per case
+and spacing, the Dice against the case's label file and the seconds segment_case took.
 """
 
 from __future__ import annotations
@@ -113,6 +118,33 @@ def worker(cases: list[str], out: str, model: str | None, threads: int, spacing)
     }
 
 
+def compare_spacing(cases: list[Path], spacings: list, model: str | None, threads: int) -> None:
+    """Dice and segment seconds per case for each through-plane spacing."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from napari_lggseg import geometry, metrics, scan_io
+    from napari_lggseg.inference import Segmenter
+
+    segmenter = Segmenter.from_store(model, device="cpu")
+    means = {str(sp): [] for sp in spacings}
+    for path in cases:
+        case = scan_io.read_case(path)
+        if case.label is None:
+            continue
+        for sp in spacings:
+            t0 = time.perf_counter()
+            seg = geometry.segment_case(segmenter, case, slice_spacing=sp)
+            dice = metrics.dice(seg.mask, case.label)
+            means[str(sp)].append(dice)
+            print(
+                f"{case.case_id:<24} spacing {sp!s:>5}: Dice {dice:.3f}  "
+                f"{time.perf_counter() - t0:.2f} s",
+                flush=True,
+            )
+    print("mean Dice: " + ", ".join(f"{k} {sum(v) / len(v):.3f}" for k, v in means.items() if v))
+
+
 def _spacing(text: str):
     return None if text.lower() == "none" else ("auto" if text == "auto" else float(text))
 
@@ -125,12 +157,19 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--slice-spacing", default="auto", help="mm, 'auto' or 'none'")
     ap.add_argument("--cli", action="store_true", help="time `lggseg segment` instead")
+    ap.add_argument("--compare-spacing", help="comma-separated spacings: Dice of each")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--_worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args._worker:
         job = json.loads(args._worker)
         print(json.dumps(worker(**job)))
+        return 0
+    if args.compare_spacing:
+        from napari_lggseg import scan_io
+
+        spacings = [_spacing(t) for t in args.compare_spacing.split(",")]
+        compare_spacing(scan_io.find_cases(args.cases), spacings, args.model, args.threads)
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-nifti-") as tmp:
         tmp = Path(tmp)
