@@ -5,7 +5,10 @@ model the store cannot take is written to a fallback folder instead of being los
 
 from __future__ import annotations
 
+import errno
+import json
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -113,24 +116,82 @@ def test_folders_without_reviewed_slices_are_named(store, tmp_path, capsys):
 
 
 def test_a_model_the_store_cannot_take_is_kept_in_a_fallback_folder(tmp_path, capsys, monkeypatch):
-    if not hasattr(models, "save_trained_model"):
-        pytest.skip("models.save_trained_model is not there yet")
     data = _patients(tmp_path / "data")
     blocked = tmp_path / "store-is-a-file"
     blocked.write_text("not a folder")
     monkeypatch.setenv("LGGSEG_MODEL_DIR", str(blocked))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data-home"))
-    (tmp_path / "tmp").mkdir()
-    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    monkeypatch.setenv("LGGSEG_UNSAVED_DIR", str(tmp_path / "unsaved"))
     rc = cli.main(_train_args(data, "orphan"))
     out, err = capsys.readouterr()
     assert rc != 0
-    kept = [
-        w.parent
-        for top in ("data-home", "tmp")
-        for w in (tmp_path / top).rglob("model.safetensors")
-        if w.parent.name.startswith("orphan")
-    ]
+    kept = [w.parent for w in (tmp_path / "unsaved").rglob("model.safetensors")]
     assert len(kept) == 1, (kept, out + err)
     assert str(kept[0]) in out + err, "the message must say where the model is"
     assert (kept[0] / "card.json").is_file()
+
+
+# --------------------------------------------------------------------------- fine-tuning (--from)
+
+
+@pytest.fixture
+def parent_store(tiny_model_store, tmp_path, monkeypatch) -> Path:
+    """A user store holding a copy of the tiny model (so new models stay out of the session's)."""
+    store = tmp_path / "store"
+    store.mkdir()
+    shutil.copytree(models.get_model(tiny_model_store).path, store / tiny_model_store)
+    monkeypatch.setenv("LGGSEG_MODEL_DIR", str(store))
+    return store
+
+
+def test_fine_tuning_from_the_cli_keeps_the_parents_post_processing(
+    parent_store, tiny_model_store, tmp_path, capsys
+):
+    """``lggseg train --from`` and the widget share finetune.fine_tune: the new model keeps the
+    post-processing its parent was validated with, not the training config's default."""
+    card_path = parent_store / tiny_model_store / "card.json"
+    card = json.loads(card_path.read_text())
+    card["postprocessing"] = {"threshold": 0.4, "method": "largest"}
+    card_path.write_text(json.dumps(card))
+    data = _patients(tmp_path / "data", n=2)
+    args = ["train", "--data", str(data), "--from", tiny_model_store, "--name", "child",
+            "--epochs", "1", "--batch-size", "2", "--device", "cpu"]  # fmt: skip
+    assert cli.main(args) == 0, capsys.readouterr()
+    child = models.get_model("child")
+    assert child.parent == tiny_model_store
+    assert child.card["postprocessing"] == {"threshold": 0.4, "method": "largest"}
+
+
+def test_fine_tune_keeps_a_model_the_store_cannot_take(
+    parent_store, tiny_model_store, tmp_path, monkeypatch
+):
+    """The disk fills while the new model is saved: a complete folder goes to the fallback, and
+    the error (what the widget and the CLI show) says where."""
+    from napari_lggseg import finetune, train_data
+
+    monkeypatch.setenv("LGGSEG_UNSAVED_DIR", str(tmp_path / "unsaved"))
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(parent_store))
+
+    monkeypatch.setattr(models, "save_model", disk_full)
+    volumes = train_data.load_volumes(_patients(tmp_path / "data", n=2))
+    cfg = training.TrainConfig(epochs=1, steps_per_epoch=2, batch_size=2, device="cpu")
+    with pytest.raises(finetune.ModelNotStored) as caught:
+        finetune.fine_tune(tiny_model_store, volumes, None, cfg, name="kept")
+    fallback = caught.value.saved.fallback
+    assert fallback is not None and str(fallback) in str(caught.value)
+    assert (fallback / "model.safetensors").is_file() and (fallback / "card.json").is_file()
+    assert json.loads((fallback / "card.json").read_text())["parent"] == tiny_model_store
+    assert caught.value.result is not None and caught.value.result.steps == 2
+    assert sorted(p.name for p in parent_store.iterdir()) == [tiny_model_store]
+
+
+def test_resume_from_a_file_that_is_not_a_checkpoint_is_one_clear_line(
+    parent_store, tiny_model_store, tmp_path, capsys
+):
+    data = _patients(tmp_path / "data")
+    weights = parent_store / tiny_model_store / "model.safetensors"
+    rc = cli.main(_train_args(data, "resumed", "--resume", str(weights)))
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("lggseg: error:") and str(weights) in err, err
+    assert "not a training checkpoint" in err and err.count("\n") == 1

@@ -104,6 +104,7 @@ def _wider_outlines(volumes: list[TrainVolume], pixels: int = 5) -> list[TrainVo
     ]
 
 
+@pytest.mark.slow
 def test_fine_tuning_lowers_the_loss_and_raises_validation_dice(tiny_model_store):
     """A trained model meets a site that outlines lesions wider than its training masks (a weak
     start, Dice ~0.75): fine-tuning on the default path (few volumes, BatchNorm frozen) adapts it,
@@ -323,6 +324,7 @@ def _true_fraction(truth, image, slices, recipe) -> float:
     return float((prepare_mask(truth, geom)[slices] >= 0.5).mean())
 
 
+@pytest.mark.slow
 def test_only_reviewed_slices_of_a_corrections_folder_are_learned(tmp_path, tiny_model_store):
     """The unreviewed slices of a corrections folder carry wrong labels (whole slices marked as
     tumour): fine-tuning on the folder must not learn them, while a control run told that the

@@ -272,6 +272,8 @@ class _Run:
 
 def _setup(model, recipe, volumes, val_volumes, cfg: TrainConfig, fine_tune: bool) -> _Run:
     """Start the processes, seed, prepare the data, place the model, make the optimizer."""
+    if cfg.epochs is None and cfg.minutes is None:
+        raise ValueError("a training budget needs epochs or minutes")
     rank, world, device = start_processes(cfg.device)
     torch.manual_seed(cfg.seed)
     data = prepare_volumes(volumes, recipe)
@@ -318,9 +320,10 @@ def train_step(run: _Run, step: int, fraction: float, rng, gen) -> tuple[float, 
         run.model, run.opt, run.scaler, loss, run.world, run.device
     ):
         problem = "gradients"
-    if problem is not None:
-        run.model.load_state_dict(last_good)
-    return float(loss.item()), problem
+    if problem is None:
+        return float(loss.item()), None
+    run.model.load_state_dict(last_good)
+    return float(loss.item()), f"non-finite {problem} at step {step + 1}"
 
 
 def _budget(run: _Run, step: int, elapsed: float, cancelled: bool):
@@ -335,6 +338,42 @@ def _budget(run: _Run, step: int, elapsed: float, cancelled: bool):
         return StopReason.FINISHED, "", 1.0
     by_steps = step / run.total_steps if run.total_steps else 0.0
     return None, "", max(by_steps, elapsed / run.budget_s if run.budget_s else 0.0)
+
+
+def _start_or_resume(run: _Run, resume):
+    """``(state, best weights, sampling rng, augmentation generator)``: fresh, or continued
+    from the checkpoint file ``resume`` (which also restores the model and optimizer)."""
+    st, best_state, extra = TrainState(), None, {}
+    if resume:
+        raw, best_state = load_checkpoint(Path(resume), run.model, run.opt, extra)
+        st = TrainState.from_dict(raw)
+    rng, gen = random_streams(run.cfg.seed, run.rank, st if resume else None, extra.get("gen"))
+    return st, best_state, rng, gen
+
+
+def _record_before_training(run: _Run, st: TrainState) -> dict:
+    """History row 0 (validation Dice "before"); returns the starting weights as the best."""
+    st.best_val, st.best_per = run.validate()
+    st.history.append(
+        {"epoch": 0, "step": 0, "loss": None, "val_dice": st.best_val, "seconds": 0.0}
+    )
+    return _snapshot(run.model, torch.device("cpu"))
+
+
+def _record_epoch(run: _Run, st: TrainState, losses, val_dice, per) -> tuple[dict, bool]:
+    """Append the epoch's history row; True when its weights are the best so far (always,
+    without validation patients: then the last weights are kept)."""
+    row = {"epoch": st.epoch, "step": st.step, "loss": float(np.mean(losses)),
+           "val_dice": val_dice, "seconds": round(st.elapsed, 1)}  # fmt: skip
+    st.history.append(row)
+    if (
+        val_dice is not None and (st.best_val is None or val_dice > st.best_val)
+    ) or not run.val_data:
+        st.best_val, st.best_epoch, st.best_per, st.since_best = val_dice, st.epoch, per, 0
+        return row, True
+    if val_dice is not None:
+        st.since_best += 1
+    return row, False
 
 
 # --------------------------------------------------------------------------- the loop
@@ -355,35 +394,23 @@ def train(
     """Train ``model`` in place; return the best weights and the history. Writes no model: the
     caller saves ``result.state_dict`` (so a cancelled or failed run leaves the store untouched).
 
-    Epoch 0 of the history is the model before training (validation Dice "before"). ``cancel``
-    (a ``threading.Event`` or a callable) is checked before every step; a cancelled run skips
-    the final validation and returns at once. ``resume`` continues a run from its ``checkpoint``
-    file: same step count, history, optimizer and sampling, so with the same ``config`` the
-    resumed run ends where an uninterrupted one would (``epochs`` is the whole run's budget).
-    A non-finite loss or gradient stops the run with the weights of the last good step.
+    History row 0 is the model before training. ``cancel`` (an Event or a callable) is checked
+    before every step; a cancelled run skips the final validation. ``resume`` continues a run
+    from its ``checkpoint`` file (same steps, history, optimizer and sampling: with the same
+    ``config`` it ends where an uninterrupted run would; ``epochs`` is the whole run's budget).
     """
     cfg = copy.deepcopy(config) if config is not None else TrainConfig()
-    if cfg.epochs is None and cfg.minutes is None:
-        raise ValueError("a training budget needs epochs or minutes")
     if checkpoint:
         check_writable(checkpoint)  # now, not after the first epoch
     run = _setup(model, recipe, train_volumes, val_volumes, cfg, fine_tune)
-    st, best_state, extra = TrainState(), None, {}
-    if resume:
-        raw, best_state = load_checkpoint(Path(resume), model, run.opt, extra)
-        st = TrainState.from_dict(raw)
-    rng, gen = random_streams(cfg.seed, run.rank, st if resume else None, extra.get("gen"))
+    st, best_state, rng, gen = _start_or_resume(run, resume)
 
     def emit(ev: dict) -> None:
         if progress and run.rank == 0:
             progress({**ev, "total_epochs": cfg.epochs} if ev["kind"] == "epoch" else ev)
 
     if not st.history:  # epoch 0: the model before training
-        st.best_val, st.best_per = run.validate()
-        st.history.append(
-            {"epoch": 0, "step": 0, "loss": None, "val_dice": st.best_val, "seconds": 0.0}
-        )
-        best_state = _snapshot(model, torch.device("cpu"))
+        best_state = _record_before_training(run, st)
         emit({"kind": "epoch", **st.history[-1]})
 
     t_start = time.perf_counter() - st.elapsed
@@ -406,16 +433,14 @@ def train(
             loss, problem = train_step(run, st.step, fraction, rng, gen)
             if problem is not None:
                 stopped = StopReason.NON_FINITE
-                message = f"non-finite {problem} at step {st.step + 1}: stopped, kept the weights of step {st.step}"
+                message = f"{problem}: stopped, kept the weights of step {st.step}"
                 break
             st.step += 1
             losses.append(loss)
             emit({"kind": "step", "epoch": epoch, "step": st.step, "loss": loss,
                   "steps_per_epoch": run.steps_per_epoch, "total_steps": run.total_steps,
                   "fraction": fraction})  # fmt: skip
-        if (
-            run.world > 1
-        ):  # each rank's last forward moved its own BatchNorm statistics: take rank 0's
+        if run.world > 1:  # each rank's forward moved its own BatchNorm statistics: take rank 0's
             for b in model.buffers():
                 torch.distributed.broadcast(b, 0)
         if not losses:
@@ -427,15 +452,9 @@ def train(
         do_val = stopped is not StopReason.CANCELLED and (
             epoch % cfg.val_every == 0 or stopped is not StopReason.FINISHED or at_end
         )
-        v, per = run.validate() if do_val else (None, {})
-        row = {"epoch": epoch, "step": st.step, "loss": float(np.mean(losses)), "val_dice": v,
-               "seconds": round(st.elapsed, 1)}  # fmt: skip
-        st.history.append(row)
-        if (v is not None and (st.best_val is None or v > st.best_val)) or not run.val_data:
-            st.best_val, st.best_epoch, st.best_per, st.since_best = v, epoch, per, 0
+        row, improved = _record_epoch(run, st, losses, *(run.validate() if do_val else (None, {})))
+        if improved:
             best_state = _snapshot(model, torch.device("cpu"))
-        elif v is not None:
-            st.since_best += 1
         emit({"kind": "epoch", **row, "best_val_dice": st.best_val})
         if checkpoint and run.rank == 0:
             st.rng = rng.bit_generator.state
@@ -453,19 +472,12 @@ def train(
         if at_end:
             break
     dump_weight_hash(model, best_state, run.rank)
+    summary = train_data.summary(train_volumes, val_volumes, run.data, run.pool)
     return TrainResult(
-        state_dict=best_state,
-        history=st.history,
-        best_epoch=st.best_epoch,
-        best_val_dice=st.best_val,
-        val_per_patient=st.best_per,
-        steps=st.step,
-        seconds=time.perf_counter() - t_start,
-        stopped=stopped,
-        message=message or f"finished: {st.step} steps",
-        epochs_done=st.epochs_done,
-        data_summary=train_data.summary(train_volumes, val_volumes, run.data, run.pool),
-    )
+        best_state, st.history, st.best_epoch, st.best_val, st.best_per, st.step,
+        time.perf_counter() - t_start, stopped, message or f"finished: {st.step} steps",
+        st.epochs_done, summary,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
