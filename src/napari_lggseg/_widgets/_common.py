@@ -60,16 +60,23 @@ def status_label(name: str) -> QLabel:
     return label
 
 
+def wrapping_list(widget):
+    """A QListWidget whose long rows wrap instead of scrolling sideways in a narrow dock."""
+    widget.setWordWrap(True)
+    widget.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    widget.setTextElideMode(Qt.TextElideMode.ElideNone)
+    return widget
+
+
 def scrolling_body(widget: QWidget) -> QVBoxLayout:
-    """Give ``widget`` a scrolling body and return the body's layout: a dock shorter than its
-    content (napari's default window, two docks stacked) scrolls instead of squeezing widgets
-    over each other."""
+    """Give ``widget`` a scrolling body and return the body's layout: a dock smaller than its
+    content (napari's default window, two docks stacked or side by side) scrolls instead of
+    squeezing widgets over each other or cutting them off."""
     outer = QVBoxLayout(widget)
     outer.setContentsMargins(0, 0, 0, 0)
     scroll = QScrollArea(widget)
     scroll.setWidgetResizable(True)
     scroll.setFrameShape(QFrame.Shape.NoFrame)
-    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     body = QWidget()
     scroll.setWidget(body)
     outer.addWidget(scroll)

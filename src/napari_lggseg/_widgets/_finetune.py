@@ -28,7 +28,13 @@ from qtpy.QtWidgets import QLabel, QListWidget, QListWidgetItem, QSizePolicy, QW
 from ..layer_meta import PLUGIN, read_meta, unwrap_viewer
 from ..patients import capture, find_patients, training_candidates
 from ..review import tracker_for
-from ._common import refill_models, scrolling_body, segment_widget_for, status_label
+from ._common import (
+    refill_models,
+    scrolling_body,
+    segment_widget_for,
+    status_label,
+    wrapping_list,
+)
 from ._forms import finetune_form
 from ._plot import EpochPlot
 from ._runner import RunController, RunEvent
@@ -86,10 +92,11 @@ class CandidateList(QListWidget):
 
     def __init__(self):
         super().__init__(objectName="patients")
+        wrapping_list(self)
         self.candidates: list = []  # (layer, patient, reviewed slices), as listed
         self._unchecked: set[int] = set()  # ids of layers the person unticked
-        self.setMinimumHeight(60)
-        self.setMaximumHeight(110)
+        self.setMinimumHeight(50)
+        self.setMaximumHeight(90)
 
     def refresh(self, candidates: list) -> None:
         for i, (layer, _p, _rs) in enumerate(self.candidates):
@@ -165,8 +172,8 @@ class FineTuneWidget(QWidget):
         body = scrolling_body(self)
         for w in (
             QLabel("Learn from (reviewed slices only):"), self.candidates, f.native,
-            self.budget_note, self.progress, self.plot.canvas, self.status,
-            self.segment_button.native,
+            self.budget_note, self.progress, self.status, self.segment_button.native,
+            self.plot.canvas,
         ):  # fmt: skip
             body.addWidget(w)
         body.addStretch(1)

@@ -31,7 +31,7 @@ def segment_form() -> Container:
     flair = ComboBox(name="flair_layer", label="FLAIR")
     pre = ComboBox(name="pre_contrast_layer", label="pre-contrast")
     post = ComboBox(name="post_contrast_layer", label="post-contrast")
-    mapping = Container(name="mapping", widgets=[flair, pre, post], label="")
+    mapping = Container(name="mapping", widgets=[flair, pre, post], label="Layers")
     mapping.margins = (0, 0, 0, 0)
     mapping.visible = False
     model = ComboBox(
@@ -43,44 +43,56 @@ def segment_form() -> Container:
     model_row = _row("model_row", "Model", model, refresh)
     spacing = [
         FloatSpinBox(
-            name=f"spacing_{axis}", value=1.0, min=0.001, max=100.0, step=0.1, enabled=False
-        )
+            name=f"spacing_{axis}",
+            value=1.0,
+            min=0.001,
+            max=100.0,
+            step=0.1,
+            enabled=False,
+            tooltip=f"voxel size along {axis} in mm",
+        )  # fmt: skip
         for axis in "zyx"
     ]
-    use_spacing = CheckBox(name="use_spacing", text="voxel spacing (mm) z, y, x")
-    spacing_row = _row("spacing_row", "", use_spacing, *spacing)
+    use_spacing = CheckBox(
+        name="use_spacing", text="z, y, x", tooltip="Give the tumour volume in mL too"
+    )
+    spacing_row = _row("spacing_row", "Spacing (mm)", use_spacing, *spacing)
     run = PushButton(name="run", text="Run")
     cancel = PushButton(name="cancel", text="Cancel")
-    buttons = _row("buttons", "", run, cancel)
-    return Container(
-        name="segment_form",
-        widgets=[
-            ComboBox(
-                name="patient",
-                label="Patient",
-                tooltip="The patient to segment; selecting any of its layers picks it",
-            ),
-            mapping,
-            model_row,
-            ComboBox(name="device", label="Device", choices=device_choices()),
-            FloatSlider(
-                name="threshold",
-                label="Threshold",
-                value=0.5,
-                min=0.01,
-                max=0.99,
-                step=0.01,
-                tracking=False,
-            ),
-            ComboBox(
-                name="postprocess",
-                label="Post-processing",
-                choices=[(_POSTPROCESS_LABELS.get(k, k), k) for k in POSTPROCESS_CHOICES[::-1]],
-            ),
-            CheckBox(name="tta", text="flip test-time augmentation (slower, takes effect on Run)"),
-            spacing_row,
-            buttons,
-        ],
+    buttons = _row("buttons", " ", run, cancel)
+    return _narrow(
+        Container(
+            name="segment_form",
+            widgets=[
+                ComboBox(
+                    name="patient",
+                    label="Patient",
+                    tooltip="The patient to segment; selecting any of its layers picks it",
+                ),
+                mapping,
+                model_row,
+                ComboBox(name="device", label="Device", choices=device_choices()),
+                FloatSlider(
+                    name="threshold",
+                    label="Threshold",
+                    value=0.5,
+                    min=0.01,
+                    max=0.99,
+                    step=0.01,
+                    tracking=False,
+                ),
+                ComboBox(
+                    name="postprocess",
+                    label="Post-processing",
+                    choices=[(_POSTPROCESS_LABELS.get(k, k), k) for k in POSTPROCESS_CHOICES[::-1]],
+                ),
+                CheckBox(
+                    name="tta", text="flip test-time augmentation (slower, takes effect on Run)"
+                ),
+                spacing_row,
+                buttons,
+            ],
+        )
     )
 
 
@@ -95,20 +107,22 @@ def finetune_form() -> Container:
     unit = ComboBox(name="budget_unit", choices=UNITS, value="rounds")
     run = PushButton(name="run", text="Fine-tune")
     cancel = PushButton(name="cancel", text="Cancel")
-    return Container(
-        name="finetune_form",
-        widgets=[
-            _row("base_row", "Base model", base, refresh),
-            ComboBox(name="device", label="Device", choices=device_choices()),
-            _row("budget_row", "Budget", budget, unit),
-            LineEdit(
-                name="model_name",
-                label="New model name",
-                tooltip="Letters, digits, '.', '_' or '-'; '-v2', '-v3'… is added if the name "
-                "is taken",
-            ),
-            _row("buttons", "", run, cancel),
-        ],
+    return _narrow(
+        Container(
+            name="finetune_form",
+            widgets=[
+                _row("base_row", "Base model", base, refresh),
+                ComboBox(name="device", label="Device", choices=device_choices()),
+                _row("budget_row", "Budget", budget, unit),
+                LineEdit(
+                    name="model_name",
+                    label="New model name",
+                    tooltip="Letters, digits, '.', '_' or '-'; '-v2', '-v3'… is added if the name "
+                    "is taken",
+                ),
+                _row("buttons", " ", run, cancel),
+            ],
+        )
     )
 
 
@@ -116,3 +130,19 @@ def _row(name: str, label: str, *widgets) -> Container:
     row = Container(name=name, label=label, layout="horizontal", labels=False, widgets=widgets)
     row.margins = (0, 0, 0, 0)
     return row
+
+
+def _narrow(form: Container) -> Container:
+    """Let the form shrink to a narrow dock: combo boxes do not widen to their longest item
+    (a model label), spin boxes stay small; the dock then never cuts a widget off."""
+    from qtpy.QtWidgets import QAbstractSpinBox, QComboBox, QPushButton
+
+    for combo in form.native.findChildren(QComboBox):
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(8)
+    for box in form.native.findChildren(QAbstractSpinBox):
+        box.setMinimumWidth(40)
+    for button in form.native.findChildren(QPushButton):
+        if button.text() == "↻":
+            button.setMaximumWidth(36)
+    return form

@@ -16,6 +16,8 @@ from magicgui.widgets import Label, PushButton
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QHBoxLayout, QListWidget, QListWidgetItem, QVBoxLayout, QWidget
 
+from ._common import wrapping_list
+
 REVIEWED_MARK = "✓"
 
 
@@ -40,7 +42,7 @@ class ReviewList(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         self.heading = Label(name="review_heading")
         self.heading.native.setWordWrap(True)
-        self.list_widget = QListWidget(objectName="review_list")
+        self.list_widget = wrapping_list(QListWidget(objectName="review_list"))
         self.list_widget.setToolTip(
             "Slices where the model is least sure, most uncertain first: the expected "
             "number of wrong voxels if its probabilities are calibrated. Click to go there."
