@@ -24,7 +24,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from nibabel import orientations as nio
 
 # voxel axes (X, Y, Z) of the model orientation, in nibabel's axis codes
 MODEL_AXCODES = ("L", "P", "S")
@@ -37,6 +36,14 @@ _RESAMPLE_MIN_RATIO = 1.5  # resample only when the slices are this much thinner
 _AXIS_WORDS = {0: "left-right", 1: "front-back", 2: "foot-head"}
 
 
+def _nio():
+    """nibabel's orientation tools, imported when first used (the reader's claim check, which
+    imports this module, stays light)."""
+    from nibabel import orientations
+
+    return orientations
+
+
 @dataclass(frozen=True, eq=False)
 class Orientation:
     """How a file's voxel array becomes a model-orientation ``(Z, Y, X)`` array and back."""
@@ -46,13 +53,13 @@ class Orientation:
 
     @classmethod
     def of(cls, affine: np.ndarray, shape) -> Orientation:
-        start = nio.io_orientation(np.asarray(affine, float))
+        start = _nio().io_orientation(np.asarray(affine, float))
         return cls(start, tuple(int(s) for s in shape[:3]))
 
     @property
     def transform(self) -> np.ndarray:
         """nibabel ornt transform: file voxel axes -> (X, Y, Z) = L, P, S."""
-        return nio.ornt_transform(self.start, nio.axcodes2ornt(MODEL_AXCODES))
+        return _nio().ornt_transform(self.start, _nio().axcodes2ornt(MODEL_AXCODES))
 
     @property
     def is_identity(self) -> bool:
@@ -68,18 +75,20 @@ class Orientation:
 
     def to_model(self, file_array: np.ndarray) -> np.ndarray:
         """File voxel array ``(i, j, k[, ...])`` -> model-orientation ``(Z, Y, X[, ...])``."""
-        arr = nio.apply_orientation(file_array, self.transform)
+        arr = _nio().apply_orientation(file_array, self.transform)
         return np.swapaxes(arr, 0, 2)
 
     def to_file(self, model_array: np.ndarray) -> np.ndarray:
         """Model-orientation ``(Z, Y, X)`` array -> the file's voxel order ``(i, j, k)``, exactly."""
         arr = np.swapaxes(np.asarray(model_array), 0, 2)
-        back = nio.ornt_transform(nio.axcodes2ornt(MODEL_AXCODES), self.start)
-        return np.ascontiguousarray(nio.apply_orientation(arr, back))
+        back = _nio().ornt_transform(_nio().axcodes2ornt(MODEL_AXCODES), self.start)
+        return np.ascontiguousarray(_nio().apply_orientation(arr, back))
 
     def model_affine(self, affine: np.ndarray) -> np.ndarray:
         """Affine of the model-orientation array: ``(z, y, x, 1)`` index -> RAS+ mm."""
-        reoriented = np.asarray(affine, float) @ nio.inv_ornt_aff(self.transform, self.file_shape)
+        reoriented = np.asarray(affine, float) @ _nio().inv_ornt_aff(
+            self.transform, self.file_shape
+        )
         return reoriented[:, [2, 1, 0, 3]]
 
     def describe(self, affine: np.ndarray) -> list[str]:
@@ -94,7 +103,7 @@ class Orientation:
             )
         elif not self.is_identity:
             notes.append(
-                f"stored as {''.join(nio.aff2axcodes(affine))}; axes flipped to the model's "
+                f"stored as {''.join(_nio().aff2axcodes(affine))}; axes flipped to the model's "
                 "axial orientation (LPS: slices foot to head, front at the top, patient's "
                 "right on the left)"
             )
