@@ -10,7 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import tree_hashes
+from conftest import REPO_ROOT, tree_hashes
 from nifti_cases import affine_for, phantom, world_of, write_nifti
 
 from napari_lggseg import dicom_io, scan_io
@@ -18,74 +18,10 @@ from napari_lggseg.scan_io import FLAIR_SEQ, POST, PRE, T2, ScanFormatError
 from napari_lggseg.scan_masks import save_mask
 
 pydicom = pytest.importorskip("pydicom")
-from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
-from pydicom.encaps import encapsulate  # noqa: E402
-from pydicom.uid import (  # noqa: E402
-    ExplicitVRLittleEndian,
-    JPEGLSLossless,
-    MRImageStorage,
-    generate_uid,
-)
+from dicom_cases import INTERCEPT, SLOPE, STUDY, ds_number, write_series  # noqa: E402
+from pydicom.uid import JPEGLSLossless, generate_uid  # noqa: E402
 
 SHAPE = (36, 40, 24)  # (columns, rows, slices) of the file's voxels
-SLOPE, INTERCEPT = 2.0, -100.0
-STUDY = generate_uid()
-
-
-def _ds(value) -> str:
-    return f"{float(value):.8g}"  # a DS value holds at most 16 characters
-
-
-def write_series(
-    folder: Path,
-    volume: np.ndarray,
-    affine: np.ndarray,
-    description: str,
-    *,
-    number: int = 1,
-    study: str = STUDY,
-    contrast: str | None = None,
-    transfer_syntax=ExplicitVRLittleEndian,
-    edit=None,
-) -> Path:
-    """Write ``volume`` (columns, rows, slices; voxel -> RAS+ mm by ``affine``) as one DICOM
-    file per slice, files named in shuffled order, intensities stored through RescaleSlope and
-    RescaleIntercept. ``edit(k, ds)`` may change or drop (return None) slice k's dataset."""
-    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
-    spacing = np.linalg.norm(lps[:3, :2], axis=0)  # along columns, along rows
-    iop = np.concatenate([lps[:3, 0] / spacing[0], lps[:3, 1] / spacing[1]])
-    series_uid = generate_uid()
-    folder.mkdir(parents=True, exist_ok=True)
-    names = np.random.default_rng(number).permutation(volume.shape[2])
-    for k in range(volume.shape[2]):
-        stored = np.rint((volume[:, :, k].T - INTERCEPT) / SLOPE).astype(np.uint16)
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MRImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = transfer_syntax
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.Modality, ds.PatientID = "MR", "P1"
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series_uid
-        ds.SeriesDescription, ds.SeriesNumber, ds.InstanceNumber = description, number, k + 1
-        if contrast:
-            ds.ContrastBolusAgent = contrast
-        ds.ImagePositionPatient = [_ds(v) for v in lps[:3, 3] + k * lps[:3, 2]]
-        ds.ImageOrientationPatient = [_ds(v) for v in iop]
-        ds.PixelSpacing = [_ds(spacing[1]), _ds(spacing[0])]  # row spacing, column spacing
-        ds.Rows, ds.Columns = stored.shape
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.RescaleSlope, ds.RescaleIntercept = _ds(SLOPE), _ds(INTERCEPT)
-        if transfer_syntax == ExplicitVRLittleEndian:
-            ds.PixelData = stored.tobytes()
-        else:
-            ds.PixelData = encapsulate([b"\xff\xd8 not really compressed \xff\xd9"])
-        if edit is not None and (ds := edit(k, ds)) is None:
-            continue
-        ds.save_as(folder / f"IM{names[k]:04d}", enforce_file_format=True)
-    return folder
 
 
 def _volume(affine, sequence="FLAIR", shape=SHAPE) -> np.ndarray:
@@ -254,7 +190,7 @@ def _move(index, by):
     def edit(k, ds):
         if k == index:
             ds.ImagePositionPatient = [
-                _ds(v + by * (i == 2)) for i, v in enumerate(ds.ImagePositionPatient)
+                ds_number(v + by * (i == 2)) for i, v in enumerate(ds.ImagePositionPatient)
             ]
         return ds
 
@@ -345,3 +281,43 @@ def test_is_dicom_folder_and_find_cases(tmp_path):
     assert dicom_io.find_dicom_cases(root / "B") == [root / "B"]  # one study: one case
     assert dicom_io.find_dicom_cases(root) == [root / "A", root / "B"]  # several studies
     assert dicom_io.find_dicom_cases(tmp_path / "other") == []
+
+
+BRATS_CASE = (REPO_ROOT / ".." / "shared" / "external" / "brats18" / "Brats18_2013_2_1").resolve()
+
+
+@pytest.mark.slow
+def test_real_brats_case_as_dicom_segments_and_saves_like_its_nifti(tmp_path):
+    """A real BraTS case written as DICOM series (temporary, the same voxels): the same arrays,
+    affine and segmentation as through NIfTI, and its mask on the expert label's voxels."""
+    from dicom_cases import series_from_nifti
+
+    from napari_lggseg.geometry import segment_case
+    from napari_lggseg.inference import Segmenter
+    from napari_lggseg.metrics import dice
+
+    if not BRATS_CASE.is_dir():
+        pytest.skip(f"real BraTS case not present at {BRATS_CASE}")
+    cid = BRATS_CASE.name
+    study, root = generate_uid(), tmp_path / cid
+    for n, (suffix, description) in enumerate(
+        [("flair", "AX T2 FLAIR"), ("t1", "T1 SE AX"), ("t1ce", "T1 SE AX POST GD")], start=2
+    ):
+        series_from_nifti(
+            BRATS_CASE / f"{cid}_{suffix}.nii.gz", root / suffix, description, number=n, study=study
+        )
+    case = dicom_io.read_dicom_case(root)
+    nifti = scan_io.read_case(BRATS_CASE)
+    assert case.case_id == cid and case.shape == nifti.shape == (155, 240, 240)
+    assert np.allclose(case.model_affine, nifti.model_affine, atol=1e-4)
+    assert np.array_equal(case.image, nifti.image) and case.missing_sequences == ()
+    segmenter = Segmenter.from_store("lgg-fast", device="cpu")
+    seg = segment_case(segmenter, case)
+    assert np.array_equal(seg.mask, segment_case(segmenter, nifti).mask)
+    assert dice(seg.mask, nifti.label) > 0.7
+    mask_file = save_mask(case, seg.mask, tmp_path / "out", model=segmenter.name)
+    written = nib.load(mask_file)
+    flair = nib.load(BRATS_CASE / f"{cid}_flair.nii.gz")
+    assert written.shape == flair.shape and np.allclose(written.affine, flair.affine, atol=1e-4)
+    truth = np.asanyarray(nib.load(BRATS_CASE / f"{cid}_seg.nii.gz").dataobj) > 0
+    assert dice(np.asanyarray(written.dataobj), truth) == pytest.approx(dice(seg.mask, nifti.label))
