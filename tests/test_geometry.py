@@ -102,7 +102,7 @@ def test_through_plane_slices():
 class _ThresholdSegmenter:
     """Stands in for inference.Segmenter: 'tumour' where FLAIR is bright; records what it saw."""
 
-    name, device, default_postprocess = "threshold", "cpu", "none"
+    name, device, default_postprocess, recipe = "threshold", "cpu", "none", None
 
     def __init__(self):
         self.seen = []
@@ -140,3 +140,20 @@ def test_segment_case_keeps_thick_slices(tmp_path):
     result = geometry.segment_case(seg, case)
     assert seg.seen == [(12, 44, 40, 3)]
     assert result.mask.shape == case.shape
+
+
+def test_segment_volume_takes_a_layer_scale_and_training_sees_the_same_slices(tmp_path):
+    """The widget's path (arrays + a layer's scale) and training's resampling match the case's."""
+    shape = (40, 44, 120)
+    case = scan_io.read_case(
+        write_case(tmp_path / "C4", affine_for("LPS", (2, 2, 1), shape), shape)
+    )
+    seg = _ThresholdSegmenter()
+    by_case = geometry.segment_case(seg, case)
+    by_volume = geometry.segment_volume(seg, case.image, (1.0, 2.0, 2.0))
+    np.testing.assert_array_equal(by_case.prob, by_volume.prob)
+    assert seg.seen == [(30, 44, 40, 3)] * 2
+    net = geometry.to_network_slices(case.image, case.spacing[0])
+    assert net.shape == (30, 44, 40, 3)
+    soft = geometry.to_network_slices(case.label.astype(np.float32), case.spacing[0])
+    assert ((soft > 0.5).sum() * 4 - case.label.sum()) / case.label.sum() < 0.1  # same volume

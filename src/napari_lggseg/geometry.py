@@ -229,50 +229,69 @@ def resample_onto(data: np.ndarray, affine, target_affine, target_shape) -> np.n
 # --------------------------------------------------------------------------- segmenting
 
 
-def segment_case(
+def resolve_slice_spacing(slice_spacing, recipe=None) -> float | None:
+    """``"auto"`` -> the recipe's ``slice_spacing`` if it names one, else the default."""
+    if slice_spacing == "auto":
+        return getattr(recipe, "slice_spacing", DEFAULT_SLICE_SPACING)
+    return None if slice_spacing is None else float(slice_spacing)
+
+
+def to_network_slices(volume: np.ndarray, spacing_z: float, slice_spacing="auto", recipe=None):
+    """A (Z, ...) volume (image, or a mask as float: threshold it at 0.5 after) resampled
+    through-plane as :func:`segment_volume` shows it to the network; training uses the same."""
+    target = resolve_slice_spacing(slice_spacing, recipe)
+    n = np.shape(volume)[0]
+    n_net = through_plane_slices(n, float(spacing_z), target)
+    return resample_axis0(volume, n_net) if n_net != n else np.asarray(volume)
+
+
+def segment_volume(
     segmenter,
-    case,
+    volume: np.ndarray,
+    spacing,
     *,
     slice_spacing: float | str | None = "auto",
     threshold: float = 0.5,
     postprocess: str | None = None,
+    missing: tuple[str, ...] | None = None,
     progress=None,
     cancel=None,
 ):
-    """Segment a :class:`~napari_lggseg.scan_io.ScanCase` -> an ``inference.Segmentation`` whose
-    ``prob`` and ``mask`` lie on the case's own grid (``case.image.shape[:3]``, model
-    orientation; :meth:`Orientation.to_file` gives the file's voxel order).
+    """(Z, Y, X, 3) volume (channels pre-contrast, FLAIR, post-contrast; a missing one a copy of
+    FLAIR) with its voxel ``spacing`` ((z, y, x) mm, e.g. a layer's ``scale``) -> an
+    ``inference.Segmentation`` whose ``prob`` and ``mask`` lie on the volume's own grid.
 
-    ``case`` needs ``image`` ((Z, Y, X, 3) float32, channels pre-contrast, FLAIR, post-contrast)
-    and ``spacing`` ((z, y, x) mm); a missing sequence is a copy of FLAIR (what the model was
-    trained with). Slices thinner than ``slice_spacing / 1.5`` mm are resampled to
-    ``slice_spacing`` for the network (None: never; ``"auto"``: the recipe's ``slice_spacing``
-    if it has one, else :data:`DEFAULT_SLICE_SPACING`) and the probabilities mapped back
-    linearly.
-    In-plane size and field of view are the recipe's (head crop, square pad, resize).
+    Slices thinner than ``slice_spacing / 1.5`` mm are resampled to ``slice_spacing`` for the
+    network (None: never; ``"auto"``: the recipe's ``slice_spacing`` if it names one, else
+    :data:`DEFAULT_SLICE_SPACING`) and the probabilities mapped back linearly. In-plane size and
+    field of view are the recipe's (head crop, square pad, resize).
     """
     from .inference import Segmentation
     from .lgg_io import missing_sequences
 
     t0 = time.perf_counter()
-    image = np.asarray(case.image)
-    n = image.shape[0]
-    if slice_spacing == "auto":
-        recipe = getattr(segmenter, "recipe", None)
-        slice_spacing = getattr(recipe, "slice_spacing", DEFAULT_SLICE_SPACING)
-    n_net = through_plane_slices(n, float(case.spacing[0]), slice_spacing)
-    volume = resample_axis0(image, n_net) if n_net != n else image
-    prob, _ = segmenter.probabilities(volume, progress, cancel)
-    if n_net != n:
-        prob = resample_axis0(prob, n)  # convex weights: stays within [0, 1]
+    image = np.asarray(volume)
+    net_input = to_network_slices(image, spacing[0], slice_spacing, segmenter.recipe)
+    prob, _ = segmenter.probabilities(net_input, progress, cancel)
+    if len(prob) != len(image):
+        prob = resample_axis0(prob, len(image))  # convex weights: stays within [0, 1]
     seg = Segmentation(
         np.ascontiguousarray(prob, dtype=np.float32),
         threshold,
         postprocess or segmenter.default_postprocess,
         segmenter.name,
-        tuple(getattr(case, "missing_sequences", None) or missing_sequences(image)),
+        tuple(missing_sequences(image) if missing is None else missing),
         0.0,
         str(segmenter.device),
     )
     seg.seconds = time.perf_counter() - t0
     return seg
+
+
+def segment_case(segmenter, case, **kwargs):
+    """Segment a :class:`~napari_lggseg.scan_io.ScanCase` -> an ``inference.Segmentation`` on the
+    case's own grid (``case.shape``, model orientation; :meth:`Orientation.to_file` gives the
+    file's voxel order). Keyword arguments as :func:`segment_volume`."""
+    return segment_volume(
+        segmenter, case.image, case.spacing, missing=case.missing_sequences, **kwargs
+    )
