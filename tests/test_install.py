@@ -105,7 +105,7 @@ def test_wheel_ships_manifest_icon_and_weights(wheel):
 
 
 def test_npe2_discovers_every_contribution(wheel, venv):
-    found = json.loads(_run([str(venv), "-c", DISCOVER]).stdout.strip().splitlines()[-1])
+    found = json.loads(_run([str(venv), "-c", DISCOVER], cwd=venv.parent).stdout.splitlines()[-1])
     manifest = yaml.safe_load(zipfile.ZipFile(wheel).read("napari_lggseg/napari.yaml"))
     declared = manifest["contributions"]
     assert found["display_name"] == manifest["display_name"]
@@ -135,7 +135,8 @@ def test_lggseg_segment_from_the_new_venv(venv, tmp_path):
     lggseg = venv.parent / ("lggseg.exe" if os.name == "nt" else "lggseg")
     env = {**os.environ, "LGGSEG_MODEL_DIR": str(tmp_path / "store")}  # the shipped model only
     env.pop("PYTHONPATH", None)
-    _run([str(lggseg), "segment", str(patient), "--out", str(out), "--device", "cpu"], env=env)
+    cmd = [str(lggseg), "segment", str(patient), "--out", str(out), "--device", "cpu"]
+    _run(cmd, env=env, cwd=tmp_path)
     with open(out / "segmentation.csv", newline="") as f:
         (row,) = list(csv.DictReader(f))
     assert row["patient"] == PATIENT
