@@ -74,6 +74,22 @@ def test_console_script_help_is_quick_to_load():
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX pipes")
+def test_a_closed_pipe_is_no_error():
+    """``lggseg models | head -1``: the reader leaves early; no error line, no traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "napari_lggseg.cli", "models"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.stdout.close()  # before the command has written anything
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) in (0, 141), err
+    assert err == "", err
+
+
+@pytest.mark.slow
 def test_segment_real_patients(kaggle_root, tiny_model_store, tmp_path, capsys):  # noqa: F811
     folders = _real(kaggle_root)
     out = tmp_path / "predictions"

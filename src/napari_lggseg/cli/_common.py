@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -53,11 +54,23 @@ def run_command(func, args) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # ``lggseg models | head``: the reader has gone, say nothing
+        _silence_stdout()
+        return 141  # as a shell reports SIGPIPE
     except Exception as exc:
         if not isinstance(exc, _expected_errors()):
             raise  # a bug: keep its traceback
         print(error_line(exc), file=sys.stderr)
         return 2
+
+
+def _silence_stdout() -> None:
+    """Point stdout at devnull so Python's final flush does not fail again on the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor (captured output)
+        pass
 
 
 def warn(message: str) -> None:
