@@ -156,3 +156,27 @@ def test_names_without_an_owner_are_cleaned_only_where_asked(tmp_path):
 
 def test_cleaning_a_folder_that_is_not_there_never_raises(tmp_path):
     assert atomic.clean_stale(tmp_path / "missing") == []
+
+
+def test_a_folder_swapped_out_by_a_failed_replacement_is_never_cleaned(tmp_path):
+    """``-old`` is an earlier folder moved aside; if putting it back failed it holds real data."""
+    backup = tmp_path / f".corrections.tmp-1@{atomic.HOST_TAG}-abc123-old"
+    backup.mkdir()
+    two_hours_ago = time.time() - 7200
+    os.utime(backup, (two_hours_ago, two_hours_ago))
+    assert atomic.clean_stale(tmp_path, legacy=True) == [] and backup.is_dir()
+
+
+def test_a_folder_swapped_out_by_a_killed_process_is_put_back(tmp_path):
+    """Killed between moving the earlier corrections aside and renaming the new ones in: the
+    next use of the folder puts the earlier ones back."""
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    pid = int(dead.stdout)
+    backup = tmp_path / f".corrections.tmp-{pid}@{atomic.HOST_TAG}-abc123-old"
+    backup.mkdir()
+    (backup / "mask.tif").write_text("the person's work")
+    atomic.clean_stale(tmp_path)
+    assert (tmp_path / "corrections" / "mask.tif").read_text() == "the person's work"
+    assert _hidden(tmp_path) == []

@@ -24,7 +24,7 @@ STALE_AFTER_S = 3600.0
 # names this machine in staging names, so a shared disk never judges another machine's pids
 HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
 # our staging names, with the process and machine that own them
-_OWNED_RE = re.compile(r"^\..+\.tmp-(?P<pid>\d+)@(?P<host>[0-9a-f]{6})-")
+_OWNED_RE = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)@(?P<host>[0-9a-f]{6})-")
 # staging names of earlier versions and of delete_model: owner unknown, judged by age only
 _ANONYMOUS_RE = re.compile(r"^\..+\.(tmp(-[^.]+)?|deleting)$")
 
@@ -75,7 +75,7 @@ def staged_folder(final: str | os.PathLike, replace: bool = False) -> Iterator[P
             try:
                 os.replace(staging, final)
             except BaseException:
-                os.replace(backup, final)
+                _put_back(backup, final)
                 raise
             shutil.rmtree(backup, ignore_errors=True)
         else:
@@ -83,6 +83,15 @@ def staged_folder(final: str | os.PathLike, replace: bool = False) -> Iterator[P
         _fsync_path(final.parent)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _put_back(backup: Path, final: Path) -> None:
+    try:
+        os.replace(backup, final)
+    except OSError as exc:  # the old folder is safe under its backup name, which is never cleaned
+        raise OSError(
+            exc.errno, f"could not put the earlier folder back; it is kept as {backup}", str(final)
+        ) from exc
 
 
 @contextmanager
@@ -130,6 +139,8 @@ def _owner_alive(pid: int, host: str) -> bool:
 def is_stale(path: Path, now: float | None = None, legacy: bool = False) -> bool:
     """A staging leftover whose process is gone, or older than an hour. ``legacy`` also counts
     staging names without an owner (earlier versions, ``.<name>.deleting``), by age only."""
+    if path.name.endswith("-old"):
+        return False  # a folder swapped out for a replacement that failed: real data, kept
     owned = _OWNED_RE.match(path.name)
     if not owned and not (legacy and _ANONYMOUS_RE.match(path.name)):
         return False
@@ -140,6 +151,20 @@ def is_stale(path: Path, now: float | None = None, legacy: bool = False) -> bool
     if age > STALE_AFTER_S:
         return True
     return bool(owned) and not _owner_alive(int(owned["pid"]), owned["host"])
+
+
+def _restore_swapped_out(backup: Path) -> None:
+    """A process killed between moving a folder aside and renaming its replacement in left the
+    destination missing: put the earlier folder back (never delete it)."""
+    owned = _OWNED_RE.match(backup.name)
+    if not owned or _owner_alive(int(owned["pid"]), owned["host"]):
+        return
+    final = backup.with_name(owned["name"])
+    try:
+        if not final.exists():
+            os.replace(backup, final)
+    except OSError:
+        pass
 
 
 def clean_stale(folder: str | os.PathLike, legacy: bool = False) -> list[Path]:
@@ -153,7 +178,9 @@ def clean_stale(folder: str | os.PathLike, legacy: bool = False) -> list[Path]:
         return removed
     now = time.time()
     for p in entries:
-        if p.name.startswith(".") and is_stale(p, now, legacy):
+        if p.name.startswith(".") and p.name.endswith("-old"):
+            _restore_swapped_out(p)
+        elif p.name.startswith(".") and is_stale(p, now, legacy):
             try:
                 if p.is_dir() and not p.is_symlink():
                     shutil.rmtree(p)
