@@ -87,6 +87,8 @@ def test_a_file_of_a_case_opens_the_case_and_a_lone_file_is_the_flair(tmp_path):
         T2,
         LABEL,
     }
+    whole = scan_io.case_files(folder / "C1_flair.nii.gz")  # the FLAIR of a case: the case
+    assert whole.case_id == "C1" and len(whole.files) == 5
     lone = tmp_path / "downloads" / "scan_42.nii.gz"
     lone.parent.mkdir()
     (folder / "C1_flair.nii.gz").rename(lone)
@@ -95,6 +97,9 @@ def test_a_file_of_a_case_opens_the_case_and_a_lone_file_is_the_flair(tmp_path):
     named = lone.with_name("P7_flair.nii.gz")
     lone.rename(named)
     assert scan_io.case_files(named).case_id == "P7"
+    bare = named.with_name("FLAIR.nii.gz")
+    named.rename(bare)
+    assert scan_io.case_files(bare).case_id == "downloads"
 
 
 # --------------------------------------------------------------------------- reading

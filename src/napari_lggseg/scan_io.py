@@ -139,9 +139,11 @@ def case_files(path: str | os.PathLike) -> CaseFiles:
     path = Path(path)
     if path.is_file():
         seq = sequence_of(path.name)
+        whole = _folder_case_of(path) if seq == FLAIR_SEQ else None
+        if whole is not None:
+            return whole
         if seq in (None, FLAIR_SEQ):
-            case_id = _case_id_of_file(path)
-            return CaseFiles(case_id, path.parent, {FLAIR_SEQ: path})
+            return CaseFiles(_case_id_of_file(path), path.parent, {FLAIR_SEQ: path})
         path = path.parent  # a T1, label... of a case folder: the whole case
     if not path.is_dir():
         raise ScanFormatError(f"{path}: no such file or folder")
@@ -171,7 +173,18 @@ def case_files(path: str | os.PathLike) -> CaseFiles:
     return CaseFiles(path.name, path, found, tuple(ignored))
 
 
+def _folder_case_of(flair: Path) -> CaseFiles | None:
+    """The case folder a FLAIR file belongs to, when its folder holds more of that case."""
+    try:
+        found = case_files(flair.parent)
+    except ScanFormatError:
+        return None
+    return found if found.files.get(FLAIR_SEQ) == flair and len(found.files) > 1 else None
+
+
 def _case_id_of_file(path: Path) -> str:
+    if _stem(path.name).lower() in _WORDS:  # 'flair.nii.gz': the folder names the case
+        return path.parent.name
     tokens = re.split(r"([_\-.\s]+)", _stem(path.name))
     if len(tokens) >= 3 and tokens[-1].lower() in _WORDS:
         return "".join(tokens[:-2]) or _stem(path.name)
