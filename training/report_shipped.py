@@ -56,12 +56,12 @@ def summarise(values) -> str:
 def site_shift_section(labels: str | None) -> list[str]:
     """The ablation on synthetic site shifts of the validation split (rows cached by
     training/site_shift_eval.py; no model runs here)."""
-    from site_shift_report import brats_table, diff_table, load, mean_table, shifts_of
+    from site_shift_report import brats_table, common_shifts, diff_table, load, mean_table
 
     runs = load(HERE / "site_shift", labels.split(",") if labels else None)
     if not runs:
         return []
-    shifts = shifts_of(runs[0])
+    shifts = common_shifts(runs)
     return [
         "## Site shifts and ablation (validation split only)",
         "",

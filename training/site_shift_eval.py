@@ -68,22 +68,27 @@ def score(prob: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     }
 
 
-def shifted_cases(patient, index: int):
-    """(shift name, image, mask, slice spacing in mm) for the clean scan and every shift."""
+def shifted_cases(patient, index: int, only: set[str] | None = None):
+    """(shift name, image, mask, slice spacing in mm) for the clean scan and every shift (or
+    those in ``only``; a shift's random draw does not depend on which others run)."""
     yield "clean", patient.image, patient.mask, LGG_SLICE_MM
     for k, (name, fn) in enumerate(site_shift.SHIFTS.items()):
+        if only is not None and name not in only:
+            continue
         rng = np.random.default_rng([17, k, index])
         image, mask = fn(patient.image, patient.mask, rng)
         spacing = LGG_SLICE_MM * patient.image.shape[0] / image.shape[0]
         yield name, image, mask, spacing
 
 
-def evaluate_validation(segs: dict[str, Segmenter], data: Path, splits: dict) -> dict:
+def evaluate_validation(
+    segs: dict[str, Segmenter], data: Path, splits: dict, only: set[str] | None = None
+) -> dict:
     rows: dict[str, list] = {label: [] for label in segs}
     for i, pid in enumerate(splits["validation"]):
         t0 = time.time()
         patient = lgg_io.read_patient(data / pid)
-        for shift, image, mask, spacing in shifted_cases(patient, i):
+        for shift, image, mask, spacing in shifted_cases(patient, i, only):
             for label, seg in segs.items():
                 prob, _ = seg.probabilities(image)
                 rows[label].append({"shift": shift, "patient": pid, **score(prob, mask)})
@@ -127,7 +132,13 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--brats", action="store_true", help="also the BraTS sanity cases")
     ap.add_argument("--brats-root", type=Path, default=DEFAULT_BRATS)
+    ap.add_argument(
+        "--shifts", default=None, help="comma-separated subset of site_shift.SHIFTS (default all)"
+    )
     ap.add_argument("--report", action="store_true", help="write training/SITE_SHIFT.md")
+    ap.add_argument(
+        "--order", default=None, help="labels for the report, baseline first (default: all cached)"
+    )
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -135,7 +146,13 @@ def main() -> None:
     CACHE.mkdir(exist_ok=True)
     segs = dict(segmenter_for(spec) for spec in args.model)
     if segs:
-        val = evaluate_validation(segs, args.data, splits)
+        only = set(args.shifts.split(",")) if args.shifts else None
+        unknown = (only or set()) - set(site_shift.SHIFTS)
+        if unknown:
+            raise SystemExit(
+                f"unknown shifts {sorted(unknown)}: choose from {list(site_shift.SHIFTS)}"
+            )
+        val = evaluate_validation(segs, args.data, splits, only)
         brats = evaluate_brats(segs, args.brats_root) if args.brats else {}
         for label, seg in segs.items():
             out = {
@@ -151,7 +168,7 @@ def main() -> None:
     if args.report:
         from site_shift_report import write_report
 
-        write_report(CACHE, HERE / "SITE_SHIFT.md")
+        write_report(CACHE, HERE / "SITE_SHIFT.md", args.order.split(",") if args.order else None)
 
 
 if __name__ == "__main__":

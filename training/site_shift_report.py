@@ -36,6 +36,12 @@ def shifts_of(run: dict) -> list[str]:
     return seen
 
 
+def common_shifts(runs: list[dict]) -> list[str]:
+    """The shifts every run measured, in the first run's order."""
+    have = [set(shifts_of(r)) for r in runs]
+    return [s for s in shifts_of(runs[0]) if all(s in h for h in have)]
+
+
 def _pooled(run: dict, shifts: list[str]) -> dict[str, float]:
     """Per patient, the mean over the shifts (not clean)."""
     table = [per_patient(run, s) for s in shifts if s != "clean"]
@@ -104,7 +110,7 @@ def write_report(cache: Path, out: Path, labels: list[str] | None = None) -> Non
     runs = load(cache, labels)
     if not runs:
         raise SystemExit(f"no cached rows in {cache}: run site_shift_eval.py --model ... first")
-    shifts = shifts_of(runs[0])
+    shifts = common_shifts(runs)
     lines = [
         "# Site shifts on the validation split",
         "",
