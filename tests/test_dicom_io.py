@@ -321,3 +321,56 @@ def test_real_brats_case_as_dicom_segments_and_saves_like_its_nifti(tmp_path):
     assert written.shape == flair.shape and np.allclose(written.affine, flair.affine, atol=1e-4)
     truth = np.asanyarray(nib.load(BRATS_CASE / f"{cid}_seg.nii.gz").dataobj) > 0
     assert dice(np.asanyarray(written.dataobj), truth) == pytest.approx(dice(seg.mask, nifti.label))
+
+
+# --------------------------------------------------------------------------- through scan_io
+# These need the routing of DICOM paths in scan_io / scan_masks (find_cases, case_files,
+# read_header, read_case, read_saved_mask, _check_mask_target); drop the marker once it is in.
+needs_routing = pytest.mark.xfail(
+    reason="scan_io/scan_masks do not route DICOM yet (helper H8's report)", strict=False
+)
+
+
+@needs_routing
+def test_the_reader_opens_a_dicom_study_and_a_file_of_it(tmp_path):
+    from napari_lggseg._reader import get_reader
+
+    root, _ = _multi_series_case(tmp_path)
+    layers = get_reader(str(root))()
+    names = [kwargs["name"] for _, kwargs, _ in layers]
+    assert names == ["P7 pre-contrast", "P7 post-contrast", "P7 T2", "P7 FLAIR"]
+    flair = layers[-1]
+    assert flair[0].shape == (SHAPE[2], SHAPE[1], SHAPE[0])
+    assert flair[1]["scale"] == pytest.approx((5.0, 0.9, 0.9))
+    one_file = sorted((root / "s5").iterdir())[0]
+    assert [k["name"] for _, k, _ in get_reader(str(one_file))()] == names
+    assert scan_io.case_files(root).files[FLAIR_SEQ].parent == root / "s3"
+
+
+@needs_routing
+def test_find_cases_and_read_header_route_dicom(tmp_path):
+    affine = GRIDS["LPS axial"]
+    volume = _volume(affine)
+    root = tmp_path / "root"
+    write_series(root / "A" / "flair", volume, affine, "FLAIR", study=generate_uid())
+    write_series(root / "B" / "flair", volume, affine, "FLAIR", study=generate_uid())
+    assert scan_io.find_cases(root) == [root / "A", root / "B"]
+    header = scan_io.read_header(root / "A")
+    assert header.case_id == "A" and np.allclose(header.affine, affine, atol=1e-4)
+
+
+@needs_routing
+def test_saved_mask_reopens_on_the_series_it_was_saved_on(tmp_path):
+    from napari_lggseg.scan_masks import ScanWriteError, read_saved_mask
+
+    root, _ = _multi_series_case(tmp_path)
+    case = dicom_io.read_dicom_case(root, mapping={"flair": "3", "pre": "6", "post": "5"})
+    mask = np.zeros(case.shape, np.uint8)
+    mask[10:14, 5:25, 8:30] = 1
+    for refused in (root, root / "s3"):  # the study and a series folder hold the scans
+        with pytest.raises(ScanWriteError, match="holds"):
+            save_mask(case, mask, refused)
+    path = save_mask(case, mask, tmp_path / "masks", kind="corrections")
+    saved = read_saved_mask(path)
+    assert np.array_equal(saved.mask, mask) and saved.case.files == case.files
+    assert np.array_equal(saved.case.image, case.image)  # the person's mapping, not the names'

@@ -39,9 +39,12 @@ from .scan_io import (
     POST,
     PRE,
     T2,
+    CaseFiles,
     ScanCase,
     ScanFormatError,
     ScanHeader,
+    is_case_folder,
+    is_nifti_name,
     same_grid,
 )
 
@@ -109,45 +112,59 @@ def is_dicom_file(path: str | os.PathLike) -> bool:
         return False
 
 
-def _walk_files(folder: Path, max_depth: int = _MAX_DEPTH):
-    """Files under ``folder`` (hidden ones and DICOMDIR left out), sorted, down to max_depth."""
+def _walk(folder: Path, max_depth: int = _MAX_DEPTH):
+    """(folder, file names) under ``folder``, sorted, hidden ones and DICOMDIR left out."""
     for root, dirs, names in os.walk(folder):
         depth = len(Path(root).relative_to(folder).parts)
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth < max_depth else []
-        for name in sorted(names):
-            if not name.startswith(".") and name.upper() != "DICOMDIR":
-                yield Path(root) / name
+        yield Path(root), [n for n in sorted(names) if n[0] != "." and n.upper() != "DICOMDIR"]
 
 
-def is_dicom_folder(path: str | os.PathLike, probe: int = 20) -> bool:
-    """A folder with DICOM files in it or its sub-folders (the first ``probe`` files of each
-    folder are looked at), or a DICOM file. Cheap, needs no pydicom, never raises: the reader
-    calls it to decide whether to claim a path."""
+def _walk_files(folder: Path):
+    for root, names in _walk(folder):
+        yield from (root / n for n in names)
+
+
+def is_dicom_folder(path: str | os.PathLike, probe: int = 20, max_folders: int = 200) -> bool:
+    """A DICOM file, or a folder with DICOM files in it or its sub-folders (the first ``probe``
+    files of the first ``max_folders`` folders are looked at). Cheap, needs no pydicom, never
+    raises: the reader calls it to decide whether to claim a path."""
     try:
         path = Path(path)
         if path.is_file():
             return is_dicom_file(path)
         if not path.is_dir():
             return False
-        for root, dirs, names in os.walk(path):
-            depth = len(Path(root).relative_to(path).parts)
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth < _MAX_DEPTH else []
-            files = [n for n in sorted(names) if not n.startswith(".")][:probe]
-            if any(is_dicom_file(Path(root) / n) for n in files):
+        for n, (root, names) in enumerate(_walk(path)):
+            if n >= max_folders:
+                return False
+            if any(is_dicom_file(root / name) for name in names[:probe]):
                 return True
         return False
     except (OSError, TypeError, ValueError):
         return False
 
 
-def find_dicom_cases(path: str | os.PathLike) -> list[Path]:
-    """The DICOM cases at ``path``: ``[path]`` for a folder holding one study (or DICOM files
-    directly), its sub-folders holding DICOM for a folder of several studies, the file's folder
-    for a DICOM file, ``[]`` otherwise. Reads one header per folder; never raises."""
+def is_dicom_case(path: str | os.PathLike) -> bool:
+    """What :mod:`scan_io` hands to this module: a DICOM file, or a folder with DICOM files that
+    is not a NIfTI case folder (NIfTI files directly in it win). Never raises."""
     try:
         path = Path(path)
         if path.is_file():
-            return [path.parent] if is_dicom_file(path) else []
+            return not is_nifti_name(path.name) and is_dicom_file(path)
+        return not is_case_folder(path) and is_dicom_folder(path)
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def find_dicom_cases(path: str | os.PathLike) -> list[Path]:
+    """The DICOM cases at ``path``: ``[path]`` for a folder holding one study (or DICOM files
+    directly), its sub-folders holding DICOM for a folder of several studies, the case a DICOM
+    file belongs to (:func:`case_of_file`), ``[]`` otherwise. Reads one header per folder; never raises."""
+    try:
+        path = Path(path)
+        if path.is_file():
+            return [case_of_file(path)] if is_dicom_file(path) else []
         if not is_dicom_folder(path):
             return []
         if any(is_dicom_file(e.path) for e in os.scandir(path) if e.is_file()):
@@ -160,19 +177,36 @@ def find_dicom_cases(path: str | os.PathLike) -> list[Path]:
         return []
 
 
-def _study_of(folder: Path) -> str | None:
+def case_of_file(path: Path) -> Path:
+    """The case a DICOM file opens: its folder, or the study folder above it when the file's
+    folder is one series beside others of the same study (``study/<series>/<files>``)."""
+    folder = path.parent
+    study = _study_of_file(path)
+    parent = folder.parent
+    if (
+        study is None
+        or parent == folder
+        or any(is_dicom_file(e.path) for e in os.scandir(parent) if e.is_file())
+    ):
+        return folder
+    siblings = [p for p in parent.iterdir() if p.is_dir() and p != folder and p.name[0] != "."]
+    return parent if any(_study_of(p) == study for p in siblings) else folder
+
+
+def _study_of_file(path: Path) -> str | None:
     try:
         import pydicom
-    except ImportError:
+
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
+        return str(ds.get("StudyInstanceUID", "")) or None
+    except Exception:  # no pydicom, damaged header: no study to go by
         return None
-    for f in _walk_files(folder):
-        if is_dicom_file(f):
-            try:
-                ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["StudyInstanceUID"])
-                return str(ds.get("StudyInstanceUID", "")) or None
-            except Exception:
-                return None
-    return None
+
+
+def _study_of(folder: Path) -> str | None:
+    dicom = (f for f in _walk_files(folder) if is_dicom_file(f))
+    first = next(dicom, None)
+    return None if first is None else _study_of_file(first)
 
 
 # --------------------------------------------------------------------------- series
@@ -511,7 +545,7 @@ def reference_image(grid: SeriesGrid, description: str = ""):
 def _case_folder(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_file():
-        return path.parent  # a DICOM file opens the folder holding it
+        return case_of_file(path)
     if not path.is_dir():
         raise DicomError(f"{path}: no such file or folder")
     return path
@@ -535,15 +569,23 @@ def read_dicom_header(path: str | os.PathLike, mapping: dict | None = None) -> S
     return _header(folder, chosen, grids)
 
 
+def dicom_case_files(path: str | os.PathLike, mapping: dict | None = None) -> CaseFiles:
+    """Which series holds which sequence (first file of each), from the headers alone: what
+    :func:`scan_io.case_files` says of a NIfTI case (project worklists list cases with it)."""
+    folder = _case_folder(path)
+    chosen, _ = choose_series(folder, list_series(folder), mapping)
+    return CaseFiles(folder.name, folder, _first_files(chosen))
+
+
+def _first_files(chosen: dict) -> dict[str, Path]:
+    """A file of each chosen series (it maps the series again), FLAIR first."""
+    return {seq: chosen[seq].files[0] for seq in (FLAIR_SEQ, PRE, POST, T2) if seq in chosen}
+
+
 def _header(folder: Path, chosen: dict, grids: dict) -> ScanHeader:
     flair = grids[FLAIR_SEQ]
     ref = reference_image(flair, chosen[FLAIR_SEQ].description)
-    # files: the first slice of each series (its folder is the series'), FLAIR first
-    files = {
-        seq: (flair if seq == FLAIR_SEQ else grids.get(seq, flair)).files[0]
-        for seq in chosen
-        if seq == FLAIR_SEQ or seq in grids
-    }
+    files = _first_files(chosen)
     return ScanHeader(folder.name, folder, files, ref, Orientation.of(flair.affine, flair.shape))
 
 
