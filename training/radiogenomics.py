@@ -388,12 +388,21 @@ def summary_lines(res, rows, n_tests) -> list[str]:
     ]
 
 
+def rho_cell(rho, n) -> str:
+    """rho (n) [95% CI by Fisher's z, the usual approximation for Spearman's rho]."""
+    if rho is None or n < 4:
+        return f"{fmt(rho, '.3f')} ({n})"
+    z, half = math.atanh(min(rho, 0.999999)), 1.96 / math.sqrt(n - 3)
+    return f"{rho:.3f} ({n}) [{math.tanh(z - half):.2f}, {math.tanh(z + half):.2f}]"
+
+
 def agreement_table(res) -> list[str]:
-    out = ["| feature | Spearman rho, all patients (n) | Spearman rho, shipped model's unseen patients (n) |",
+    out = ["| feature | Spearman rho, all patients (n) [95% CI] | shipped model's unseen patients |",
            "|---|---|---|"]  # fmt: skip
     for f in FEATURES:
-        (ra, na), (rs, ns) = res["rho"][("all", f)], res["rho"][("shipped", f)]
-        out.append(f"| {SHORT[f]} | {fmt(ra, '.3f')} ({na}) | {fmt(rs, '.3f')} ({ns}) |")
+        out.append(
+            f"| {SHORT[f]} | {rho_cell(*res['rho'][('all', f)])} | {rho_cell(*res['rho'][('shipped', f)])} |"
+        )
     return out
 
 
