@@ -80,16 +80,18 @@ def _skip_line(n_files: int, n_tests: int) -> str:
 class _SkippedViewerTest(pytest.Item):
     """Stands for one viewer test file that was not imported (importing may start Qt)."""
 
-    def runtest(self) -> None:
-        pytest.skip(f"{display_problem()}; {install_hint()}")
+    def runtest(self) -> None:  # never called: the item carries a skip marker
+        raise AssertionError("a skipped viewer test ran")
 
     def reportinfo(self):
-        return self.path, None, f"{self.path.name} (not imported: no display)"
+        return self.path, 0, f"{self.path.name} (not imported: no display)"
 
 
 class _SkippedViewerFile(pytest.File):
     def collect(self):
-        yield _SkippedViewerTest.from_parent(self, name="viewer tests")
+        item = _SkippedViewerTest.from_parent(self, name="viewer tests")
+        item.add_marker(pytest.mark.skip(reason=f"{display_problem()}; {install_hint()}"))
+        yield item
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-xvfb has started Xvfb
@@ -103,7 +105,6 @@ def pytest_configure(config) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_pycollect_makemodule(module_path: Path, parent):
     if _is_viewer_test_file(module_path) and display_problem():
-        parent.config.stash[_skipped_files] = parent.config.stash.get(_skipped_files, 0) + 1
         return _SkippedViewerFile.from_parent(parent, path=module_path)
     return None
 
@@ -116,6 +117,7 @@ def pytest_collection_modifyitems(config, items) -> None:
         if not isinstance(item, _SkippedViewerTest)
         and QT_FIXTURES & set(getattr(item, "fixturenames", ()))
     ]
+    config.stash[_skipped_files] = sum(isinstance(item, _SkippedViewerTest) for item in items)
     if needing_qt and display_problem():
         marker = pytest.mark.skip(reason=f"{display_problem()}; {install_hint()}")
         for item in needing_qt:
