@@ -39,6 +39,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "docs")
+    ap.add_argument(
+        "--size",
+        default="1089x630",
+        help="window size (default: what napari 0.9 opens with on a fresh profile under Xvfb; "
+        "napari otherwise restores the last window's size)",
+    )
     args = ap.parse_args()
 
     from qtpy.QtWidgets import QApplication
@@ -46,8 +52,10 @@ def main() -> None:
     from napari_lggseg.demo import make_demo_viewer
     from napari_lggseg.models import delete_model
 
-    viewer = make_demo_viewer(show=True)  # napari's default window size
+    viewer = make_demo_viewer(show=True)
     app = QApplication.instance()
+    width, height = (int(v) for v in args.size.split("x"))
+    viewer.window._qt_window.resize(width, height)
     docks = {n.split(" (")[0]: d for n, d in viewer.window._dock_widgets.items()}
     seg_dock, ft_dock = docks["Segment tumour"], docks["Fine-tune"]
     seg, ft = seg_dock.widget(), ft_dock.widget()

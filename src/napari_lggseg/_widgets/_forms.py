@@ -13,6 +13,7 @@ from magicgui.widgets import (
     LineEdit,
     PushButton,
 )
+from qtpy.QtWidgets import QAbstractSpinBox
 
 from ..metrics import POSTPROCESS_CHOICES
 from ._common import device_choices
@@ -53,6 +54,8 @@ def segment_form() -> Container:
         )  # fmt: skip
         for axis in "zyx"
     ]
+    for box in spacing:  # no +/- buttons: three boxes fit a narrow dock
+        box.native.setButtonSymbols(QAbstractSpinBox.ButtonSymbols.NoButtons)
     use_spacing = CheckBox(
         name="use_spacing", text="z, y, x", tooltip="Give the tumour volume in mL too"
     )
@@ -87,7 +90,10 @@ def segment_form() -> Container:
                     choices=[(_POSTPROCESS_LABELS.get(k, k), k) for k in POSTPROCESS_CHOICES[::-1]],
                 ),
                 CheckBox(
-                    name="tta", text="flip test-time augmentation (slower, takes effect on Run)"
+                    name="tta",
+                    text="flip test-time augmentation",
+                    tooltip="Average with the left-right flipped volume: slower; takes effect "
+                    "on Run",
                 ),
                 spacing_row,
                 buttons,
@@ -135,7 +141,7 @@ def _row(name: str, label: str, *widgets) -> Container:
 def _narrow(form: Container) -> Container:
     """Let the form shrink to a narrow dock: combo boxes do not widen to their longest item
     (a model label), spin boxes stay small; the dock then never cuts a widget off."""
-    from qtpy.QtWidgets import QAbstractSpinBox, QComboBox, QPushButton
+    from qtpy.QtWidgets import QComboBox, QPushButton
 
     for combo in form.native.findChildren(QComboBox):
         combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
