@@ -96,13 +96,18 @@ def brats_table(runs: list[dict]) -> list[str]:
         "| case | through-plane | " + " | ".join(f"`{r['label']}`" for r in runs) + " |",
         "|---|---|" + "---|" * len(runs),
     ]
-    for i, row in enumerate(runs[0]["brats"]):
-        how = "resampled to 5 mm" if row["resampled"] else "1 mm as stored"
-        lines.append(
-            f"| {row['case']} | {how} | "
-            + " | ".join(f"{r['brats'][i]['dice']:.3f}" for r in runs)
-            + " |"
-        )
+    keys: list[tuple[str, bool]] = []
+    for r in runs:
+        for row in r["brats"]:
+            if (row["case"], row["resampled"]) not in keys:
+                keys.append((row["case"], row["resampled"]))
+    for case, resampled in keys:
+        how = "resampled to 5 mm" if resampled else "1 mm as stored"
+        cells = []
+        for r in runs:
+            found = [x for x in r["brats"] if (x["case"], x["resampled"]) == (case, resampled)]
+            cells.append(f"{found[0]['dice']:.3f}" if found else "—")
+        lines.append(f"| {case} | {how} | " + " | ".join(cells) + " |")
     return lines
 
 
