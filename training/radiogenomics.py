@@ -102,13 +102,37 @@ def load_segmenter(info: models.ModelInfo, device: str = "cpu"):
 # --------------------------------------------------------------------------- per patient
 
 
+MASK_CACHE = REPO / "runs" / "radiogenomics" / "masks"
+
+
+def _cached_mask(pid: str, name: str, sha: str, shape_zyx) -> np.ndarray | None:
+    """An automatic mask segmented earlier by the same weights (runs/, never committed)."""
+    path = MASK_CACHE / f"{pid}__{name}__{sha[:12]}.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as z:
+        bits = np.unpackbits(z["bits"])[: int(np.prod(shape_zyx))]
+    return bits.reshape(shape_zyx).astype(np.uint8)
+
+
+def _keep_mask(pid: str, name: str, sha: str, mask: np.ndarray) -> None:
+    MASK_CACHE.mkdir(parents=True, exist_ok=True)
+    path = MASK_CACHE / f"{pid}__{name}__{sha[:12]}.npz"
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez_compressed(tmp, bits=np.packbits(mask.ravel() > 0))
+    tmp.replace(path)
+
+
 def measure(folders, choice, infos, spacing, cache: dict) -> list[dict]:
-    """Expert and automatic features, Dice and timings per patient (reusing ``cache``)."""
+    """Expert and automatic features, Dice and timings per patient. Rows are reused from
+    ``cache`` when the model, spacing and feature definitions are the same; automatic masks
+    from runs/radiogenomics/masks/ when only the definitions changed (no new inference)."""
     segs: dict = {}
     rows = []
     for k, folder in enumerate(folders, 1):
         pid, name = folder.name, choice.get(folder.name)
-        key = f"{pid}|{name}|{infos[name].card.get('sha256') if name else None}|{spacing}"
+        sha = infos[name].card.get("sha256", "") if name else ""
+        key = f"{pid}|{name}|{sha}|{spacing}|{shape.DEFINITIONS}"
         if key in cache:
             rows.append(cache[key])
             continue
@@ -119,13 +143,16 @@ def measure(folders, choice, infos, spacing, cache: dict) -> list[dict]:
             row["expert"] = shape.shape_features(patient.mask, spacing)
         seg_s = 0.0
         if name is not None:
-            if name not in segs:
-                segs[name] = load_segmenter(infos[name])
-            result = segs[name].segment(patient.image)
-            seg_s = result.seconds
-            row["auto"] = shape.shape_features(result.mask, spacing)
+            mask = _cached_mask(pid, name, sha, patient.image.shape[:3])
+            if mask is None:
+                if name not in segs:
+                    segs[name] = load_segmenter(infos[name])
+                result = segs[name].segment(patient.image)
+                mask, seg_s = result.mask, result.seconds
+                _keep_mask(pid, name, sha, mask)
+            row["auto"] = shape.shape_features(mask, spacing)
             if patient.mask is not None:
-                row["dice"] = metrics.dice(result.mask, patient.mask)
+                row["dice"] = metrics.dice(mask, patient.mask)
         row["seconds"] = round(time.perf_counter() - t0, 2)
         row["segment_seconds"] = round(seg_s, 2)
         cache[key] = row
@@ -450,7 +477,7 @@ def discussion(rows, res) -> list[str]:
         "both the paper's threshold (0.005) and a Bonferroni over all the tests of this report are "
         "shown. How the paper dichotomised the features is also not restated; here: at the median.",
         "- **Feature details.** The definitions are from the papers' words; the details (points of "
-        "the minimum bounding ellipsoid, 10-degree sectors, the smoothing window of margin "
+        "the minimum bounding ellipsoid, the ten sectors of angular SD, the smoothing window of margin "
         "fluctuation, the largest-area slice) are choices documented in `napari_lggseg/shape.py`. "
         "Values are not expected to match the authors' code bit for bit, the associations should.",
         "- **Segmentation.** The paper's U-Net was cross-validated over 110 patients (Dice mean 0.82); "

@@ -31,8 +31,10 @@ tests/test_shape.py:
 - 2-D slice: the largest connected component of the slice with the most tumour pixels, holes
   filled (the margin is the outer outline; scikit-image ``find_contours``), in mm; the centroid
   is the component's centroid. Not defined below 9 pixels.
-- angular SD: 36 sectors of 10 degrees; the outline is resampled every half pixel so each
-  sector is sampled by arc length; sectors with fewer than 2 samples are skipped.
+- angular SD: ten equiangular sectors (36 degrees) about the centroid, as Buda et al. 2019
+  describe it ("the average of the radial distance standard deviations ... across ten
+  equiangular bins"); the outline is resampled every half pixel so each sector is sampled by
+  arc length; sectors with fewer than 2 samples are skipped.
 - margin fluctuation: the radial distance along the (resampled) outline minus its circular
   moving average over a window of 1/10 of the perimeter; standard deviation / mean radius.
 - Both 2-D features are ratios to the mean radius: unchanged by an isotropic in-plane spacing
@@ -52,9 +54,11 @@ import numpy as np
 from scipy import ndimage
 
 THREE_FEATURES = ("bounding_ellipsoid_volume_ratio", "angular_sd", "margin_fluctuation")
-SECTORS = 36
+SECTORS = 10
 SMOOTHING_FRACTION = 0.1
 MIN_SLICE_PIXELS = 9
+# changes whenever a definition above changes: caches of feature values key on it
+DEFINITIONS = f"bevr-centres asd{SECTORS} mf{SMOOTHING_FRACTION} min{MIN_SLICE_PIXELS}"
 
 
 def _spacing3(spacing) -> tuple[float, float, float]:
@@ -188,7 +192,7 @@ def _radial(slice_mask: np.ndarray, pixel: tuple[float, float]):
 
 
 def angular_sd(slice_mask: np.ndarray, pixel=(1.0, 1.0)) -> float | None:
-    """Mean over 10-degree sectors of the SD of the radial distance, / mean radius (2-D)."""
+    """Mean over ten 36-degree sectors of the SD of the radial distance, / mean radius (2-D)."""
     rad = _radial(slice_mask, tuple(pixel))
     if rad is None:
         return None
