@@ -374,3 +374,22 @@ def test_saved_mask_reopens_on_the_series_it_was_saved_on(tmp_path):
     saved = read_saved_mask(path)
     assert np.array_equal(saved.mask, mask) and saved.case.files == case.files
     assert np.array_equal(saved.case.image, case.image)  # the person's mapping, not the names'
+
+
+@needs_routing
+def test_the_napari_writer_saves_a_dicom_layer_and_the_reader_reopens_it(tmp_path):
+    from napari_lggseg._reader import get_reader
+    from napari_lggseg._writer import write_labels
+    from napari_lggseg.layer_meta import META_KEY, Role
+
+    root, _ = _multi_series_case(tmp_path)
+    flair = get_reader(str(root))()[-1]
+    mask = np.zeros(flair[0].shape, np.uint8)
+    mask[8:12, 10:20, 5:15] = 1
+    lgg = dict(flair[1]["metadata"][META_KEY], role=str(Role.CORRECTIONS), reviewed_slices=[9])
+    meta = {"name": "P7 corrections", "metadata": {META_KEY: lgg}}
+    written = write_labels(str(tmp_path / "saved"), mask, meta)
+    assert any(p.endswith("P7_mask.nii.gz") for p in written)
+    reopened = get_reader(str(tmp_path / "saved"))()
+    labels = [layer for layer in reopened if layer[2] == "labels"]
+    assert labels and np.array_equal(labels[-1][0], mask)
