@@ -324,14 +324,8 @@ def test_real_brats_case_as_dicom_segments_and_saves_like_its_nifti(tmp_path):
 
 
 # --------------------------------------------------------------------------- through scan_io
-# These need the routing of DICOM paths in scan_io / scan_masks (find_cases, case_files,
-# read_header, read_case, read_saved_mask, _check_mask_target); drop the marker once it is in.
-needs_routing = pytest.mark.xfail(
-    reason="scan_io/scan_masks do not route DICOM yet (helper H8's report)", strict=False
-)
 
 
-@needs_routing
 def test_the_reader_opens_a_dicom_study_and_a_file_of_it(tmp_path):
     from napari_lggseg._reader import get_reader
 
@@ -347,7 +341,6 @@ def test_the_reader_opens_a_dicom_study_and_a_file_of_it(tmp_path):
     assert scan_io.case_files(root).files[FLAIR_SEQ].parent == root / "s3"
 
 
-@needs_routing
 def test_find_cases_and_read_header_route_dicom(tmp_path):
     affine = GRIDS["LPS axial"]
     volume = _volume(affine)
@@ -359,7 +352,6 @@ def test_find_cases_and_read_header_route_dicom(tmp_path):
     assert header.case_id == "A" and np.allclose(header.affine, affine, atol=1e-4)
 
 
-@needs_routing
 def test_saved_mask_reopens_on_the_series_it_was_saved_on(tmp_path):
     from napari_lggseg.scan_masks import ScanWriteError, read_saved_mask
 
@@ -376,7 +368,6 @@ def test_saved_mask_reopens_on_the_series_it_was_saved_on(tmp_path):
     assert np.array_equal(saved.case.image, case.image)  # the person's mapping, not the names'
 
 
-@needs_routing
 def test_the_napari_writer_saves_a_dicom_layer_and_the_reader_reopens_it(tmp_path):
     from napari_lggseg._reader import get_reader
     from napari_lggseg._writer import write_labels

@@ -235,7 +235,7 @@ def read_nifti_path(path: Path, kind: str) -> list[tuple]:
     if kind == "nifti-root":
         cases = scan_io.find_cases(path)
         if not cases:
-            raise scan_io.ScanFormatError(f"{path}: no NIfTI cases in this folder")
+            raise scan_io.ScanFormatError(f"{path}: no NIfTI or DICOM cases in this folder")
         if len(cases) > 1:
             warnings.warn(
                 f"{path} holds {len(cases)} cases; opened the first, {cases[0].name}. "

@@ -113,12 +113,21 @@ def find_cases(path) -> list[Path]:
     try:
         path = Path(path)
         if path.is_file():
-            return [path] if is_nifti_name(path.name) else []
+            if is_nifti_name(path.name):
+                return [path]
+            from .dicom_io import find_dicom_cases
+
+            return find_dicom_cases(path)  # a DICOM file: its study or series folder
         if not path.is_dir():
             return []
         if is_case_folder(path):
             return [path]
-        return sorted(p for p in path.iterdir() if p.is_dir() and is_case_folder(p))
+        cases = sorted(p for p in path.iterdir() if p.is_dir() and is_case_folder(p))
+        if cases:
+            return cases
+        from .dicom_io import find_dicom_cases
+
+        return find_dicom_cases(path)
     except (OSError, TypeError, ValueError):
         return []
 
@@ -136,6 +145,10 @@ class CaseFiles:
 def case_files(path: str | os.PathLike) -> CaseFiles:
     """Which file holds which sequence. A file inside a case folder opens that case; a file on
     its own is the FLAIR unless its name says otherwise."""
+    from . import dicom_io
+
+    if dicom_io.is_dicom_case(path):
+        return dicom_io.dicom_case_files(path)
     path = Path(path)
     if path.is_file():
         seq = sequence_of(path.name)
@@ -250,6 +263,10 @@ class ScanCase(ScanHeader):
 
 def read_header(path: str | os.PathLike) -> ScanHeader:
     """A case's files and geometry from the FLAIR's header alone (no pixels read)."""
+    from . import dicom_io
+
+    if dicom_io.is_dicom_case(path):
+        return dicom_io.read_dicom_header(path)
     found = case_files(path)
     ref = load_nifti(found.files[FLAIR_SEQ])
     shape = volume_shape(ref, found.files[FLAIR_SEQ])
@@ -350,6 +367,10 @@ def read_case(path: str | os.PathLike, all_sequences: bool = False) -> ScanCase:
     """Read a case folder or file into a :class:`ScanCase`; raises ScanFormatError naming the
     file. ``all_sequences`` also reads sequences the model does not use (T2) into ``others``,
     for viewing."""
+    from . import dicom_io
+
+    if dicom_io.is_dicom_case(path):
+        return dicom_io.read_dicom_case(path, all_sequences=all_sequences)
     found = case_files(path)
     files = found.files
     ref = load_nifti(files[FLAIR_SEQ])

@@ -54,7 +54,11 @@ def _read_sidecar(path: Path) -> dict:
 
 
 def _check_mask_target(out: Path, case: ScanHeader, kind: str) -> None:
+    from .dicom_io import is_dicom_folder
+
     sources = {p.parent.resolve() for p in case.files.values()}
+    if case.source.is_dir():
+        sources.add(case.source.resolve())  # a DICOM study: its series are in sub-folders
     if out.exists() and not out.is_dir():
         raise ScanWriteError(f"{out}: exists and is not a folder; masks are saved into a folder")
     if out.resolve() in sources:
@@ -65,6 +69,8 @@ def _check_mask_target(out: Path, case: ScanHeader, kind: str) -> None:
     if not out.is_dir():
         return
     scans = [p.name for p in nifti_files(out) if not p.name.endswith(MASK_SUFFIX)]
+    if not scans and is_dicom_folder(out):
+        scans = ["DICOM files"]
     if scans:
         raise ScanWriteError(
             f"{out}: this folder holds scans ({scans[0]}); save masks to a new folder or one "
@@ -196,7 +202,13 @@ def read_saved_mask(path: str | os.PathLike, all_sequences: bool = False) -> Sav
             f"{sidecar_file}: its source scan {source} does not exist (moved or deleted?); edit "
             "'source' in the sidecar to point at the case"
         )
-    case = read_case(source, all_sequences=all_sequences)
+    from . import dicom_io
+
+    if dicom_io.is_dicom_case(source):  # the series the mask was saved on, not a new choice
+        mapping = meta.get("source_files")
+        case = dicom_io.read_dicom_case(source, mapping=mapping, all_sequences=all_sequences)
+    else:
+        case = read_case(source, all_sequences=all_sequences)
     img = load_nifti(mask_file)
     if volume_shape(img, mask_file) != tuple(case.reference.shape[:3]) or not same_grid(
         img.affine, case.affine
