@@ -18,8 +18,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 PACKAGES_FILE = Path(__file__).with_name("debian-packages.txt")
 VIEWER_TEST_DIR = "_qt"  # tests/_qt/: every test there opens a real napari viewer
 QT_FIXTURES = {"qtbot", "qapp", "make_napari_viewer", "make_napari_viewer_proxy"}
@@ -62,6 +60,16 @@ def display_problem(timeout: float = 120) -> str | None:
     lines = [ln.strip() for ln in probe.stderr.splitlines() if ln.strip()]
     said = [ln for ln in lines if "qt.qpa" in ln] or [ln for ln in lines if "Qt" in ln] or lines
     return "Qt cannot open a window: " + (said[0] if said else f"exit {probe.returncode}")
+
+
+if __name__ == "__main__":  # demo.sh asks here, before pytest (below) is imported
+    problem = display_problem()
+    if problem:
+        print(f"{problem}; {install_hint()}", file=sys.stderr)
+    sys.exit(1 if problem else 0)
+
+# ----------------------------------------------------------------------------- the pytest plugin
+import pytest  # noqa: E402
 
 
 def _is_viewer_test_file(path: Path) -> bool:
@@ -133,10 +141,3 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
 
 _skipped_files = pytest.StashKey[int]()
 _skipped_tests = pytest.StashKey[int]()
-
-
-if __name__ == "__main__":
-    problem = display_problem()
-    if problem:
-        print(f"{problem}; {install_hint()}", file=sys.stderr)
-    sys.exit(1 if problem else 0)

@@ -11,7 +11,7 @@ PY=${1:-python3}
 TORCH_SPEC="torch==${LGGSEG_TORCH_VERSION:-2.13.0}"
 CPU_INDEX=https://download.pytorch.org/whl/cpu
 
-if have=$("$PY" -c "import torch; print(torch.__version__)" 2>/dev/null); then
+if have=$("$PY" -c "from importlib.metadata import version; print(version('torch'))" 2>/dev/null); then
     echo "torch: $have already installed, kept"
     exit 0
 fi
