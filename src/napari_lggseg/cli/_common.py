@@ -1,5 +1,5 @@
 """What the ``lggseg`` commands share: the error line, the progress bar, tables, CSVs, and
-turning command-line paths and ids into patient folders and a segmenter."""
+turning command-line paths and ids into patient folders, scan cases and a segmenter."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import csv
 import json
 import os
 import sys
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 PROG = "lggseg"
@@ -24,8 +27,10 @@ def _expected_errors() -> tuple[type, ...]:
     loads no torch."""
     from ..lgg_io import LGGFormatError, LGGWriteError
     from ..models import ModelError
+    from ..scan_io import ScanFormatError
 
-    errors: list[type] = [CLIError, LGGFormatError, LGGWriteError, ModelError, OSError]
+    errors: list[type] = [CLIError, LGGFormatError, LGGWriteError, ModelError, ScanFormatError]
+    errors.append(OSError)  # ScanWriteError included
     if "torch" in sys.modules:  # a DeviceError or Cancelled can only come after torch was imported
         from ..devices import DeviceError
         from ..inference import Cancelled
@@ -75,7 +80,21 @@ def _silence_stdout() -> None:
 
 def warn(message: str) -> None:
     """A per-item error in a batch that goes on (same form as the final error line)."""
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    print(f"{PROG}: error: " + " ".join(str(message).split()), file=sys.stderr)
+
+
+@contextmanager
+def warnings_as_lines():
+    """Python warnings raised inside (``scan_io.LargeScanWarning``: said before a very large
+    volume is read) print at once as ``lggseg: warning: ...`` lines, not as source excerpts."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{PROG}: warning: " + " ".join(str(message).split()), file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show  # catch_warnings puts the old one back
+        yield
 
 
 # --------------------------------------------------------------------------- terminal output
@@ -161,6 +180,94 @@ def patient_folders(paths) -> list[Path]:
             seen.add(p.resolve())
             unique.append(p)
     return unique
+
+
+LGG, SCAN = "lgg", "scan"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One thing to segment or score: an LGG patient folder (``kind`` LGG) or a scan case that
+    :func:`scan_io.read_case` opens (``kind`` SCAN: a NIfTI file or case folder; DICOM once
+    scan_io routes it). Both take the same path through segment and evaluate."""
+
+    path: Path
+    kind: str
+
+    @property
+    def name(self) -> str:
+        """The patient / case id (a folder's name; a single file's id as scan_io gives it)."""
+        if self.kind == SCAN and self.path.is_file():
+            from .. import scan_io
+
+            try:
+                return scan_io.case_files(self.path).case_id
+            except (scan_io.ScanFormatError, OSError):
+                return self.path.name
+        return self.path.name
+
+
+def _cases_at(path: Path) -> list[Case]:
+    """The cases one command-line path holds; CLIError when it holds none."""
+    from .. import lgg_io, scan_io
+
+    if not path.exists():
+        what = "file" if path.suffix else "folder"
+        raise CLIError(f"{path}: no such {what}")
+    if lgg_io.is_patient_folder(path):
+        return [Case(path, LGG)]
+    scans = scan_io.find_cases(path)
+    if scans == [path]:
+        return [Case(path, SCAN)]
+    found = [Case(p, LGG) for p in lgg_io.list_patients(path)] if path.is_dir() else []
+    found += [Case(p, SCAN) for p in scans]
+    if not found:
+        raise CLIError(
+            f"{path}: not an LGG patient folder (P/P_<n>.tif slices) or a folder of patient "
+            "folders, nor a NIfTI case (.nii/.nii.gz files) or a folder of case folders"
+        )
+    return sorted(found, key=lambda c: c.path.name)
+
+
+def find_inputs(paths) -> tuple[list[Case], list[str]]:
+    """The cases named on the command line, in its order (a root's in name order, each once),
+    and the inputs that hold none, each already said in one error line. Raises CLIError when
+    no input holds a case (its last message; the others are printed first)."""
+    cases: list[Case] = []
+    errors: list[str] = []
+    bad: list[str] = []
+    for p in map(Path, paths):
+        try:
+            cases += _cases_at(p)
+        except CLIError as exc:
+            errors.append(str(exc))
+            bad.append(str(p))
+    if not cases:
+        for message in errors[:-1]:
+            warn(message)
+        raise CLIError(errors[-1] if errors else "no inputs")
+    for message in errors:
+        warn(message)
+    seen, unique = set(), []
+    for c in cases:
+        if c.path.resolve() not in seen:
+            seen.add(c.path.resolve())
+            unique.append(c)
+    return unique, bad
+
+
+def select_cases(cases: list[Case], ids: list[str] | None, where) -> list[Case]:
+    """The cases of the chosen patient / case ids, in the order given."""
+    if ids is None:
+        return cases
+    by_id = {c.name: c for c in cases}
+    unknown = [i for i in ids if i not in by_id]
+    if unknown:
+        raise CLIError(
+            f"patient {unknown[0]} not found in {', '.join(map(str, where))}"
+            + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+        )
+    return [by_id[i] for i in dict.fromkeys(ids)]
 
 
 def _ids_from_json(path: str, key: str | None) -> list[str]:

@@ -1,4 +1,5 @@
-"""``lggseg evaluate``: per-volume Dice against the expert masks, with our protocol."""
+"""``lggseg evaluate``: per-volume Dice against the expert masks (LGG) or label files (NIfTI
+cases, scored on the scan's own grid through ``geometry.segment_case``), with our protocol."""
 
 from __future__ import annotations
 
@@ -7,15 +8,18 @@ import sys
 from pathlib import Path
 
 from ._common import (
+    LGG,
     CLIError,
     ProgressBar,
     add_engine_options,
     card_postprocess,
-    patient_folders,
+    find_inputs,
     patient_ids,
     print_table,
     segmenter,
-    select,
+    select_cases,
+    warn,
+    warnings_as_lines,
     write_csv,
 )
 
@@ -33,6 +37,7 @@ CSV_COLUMNS = (
     "missing_sequences",
     "seconds",
     "model",
+    "notes",
 )
 
 
@@ -48,7 +53,8 @@ def add_parser(subparsers) -> None:
         nargs="+",
         required=True,
         metavar="DIR",
-        help="kaggle_3m-style root or patient folders",
+        help="kaggle_3m-style root or patient folders; NIfTI case folders with a label file "
+        "(<case>_seg.nii.gz, any label > 0 is tumour) or a folder of them; mixed freely",
     )
     p.add_argument(
         "--patients",
@@ -61,33 +67,64 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=run)
 
 
-def _score(seg, post, folders) -> tuple[list[dict], list[str]]:
-    """Dice rows of the patients with masks, and the ids of those without."""
-    from .. import lgg_io, metrics
+def _truth_and_result(seg, post, case, label: str):
+    """(case id, slices, ground truth, Segmentation, notes) of one case; the truth is None
+    (and nothing is segmented) when the case has no expert mask or label file."""
+    from .. import lgg_io, scan_io
+    from ..geometry import segment_case
 
-    rows, skipped = [], []
-    for k, folder in enumerate(folders, 1):
-        patient = lgg_io.read_patient(folder)
-        if patient.mask is None:
-            skipped.append(patient.patient_id)
-            continue
-        bar = ProgressBar(f"[{k}/{len(folders)}] {patient.patient_id}")
+    if case.kind == LGG:
+        patient = lgg_io.read_patient(case.path)
+        truth, image, notes = patient.mask, patient.image, []
+        case_id = patient.patient_id
+    else:
+        with warnings_as_lines():
+            scan = scan_io.read_case(case.path)
+        truth, image, notes, case_id = scan.label, scan.image, scan.notes, scan.case_id
+    if truth is None:
+        return case_id, len(image), None, None, notes
+    bar = ProgressBar(f"{label} {case_id}")
+    try:
+        if case.kind == LGG:
+            result = seg.segment(image, 0.5, post, progress=bar.update)
+        else:
+            result = segment_case(seg, scan, threshold=0.5, postprocess=post, progress=bar.update)
+    finally:
+        bar.close()
+    return case_id, len(image), truth, result, notes
+
+
+def _score(seg, post, cases) -> tuple[list[dict], list[str], list[str]]:
+    """Dice rows of the cases with ground truth, the ids of those without, and the cases that
+    could not be read (each said in one error line; the others are still scored)."""
+    from .. import lgg_io, metrics, scan_io
+
+    rows, skipped, failed = [], [], []
+    for k, case in enumerate(cases, 1):
         try:
-            result = seg.segment(patient.image, 0.5, post, progress=bar.update)
-        finally:
-            bar.close()
+            case_id, slices, truth, result, notes = _truth_and_result(
+                seg, post, case, f"[{k}/{len(cases)}]"
+            )
+        except (lgg_io.LGGFormatError, scan_io.ScanFormatError) as exc:
+            warn(str(exc))
+            failed.append(case.name)
+            continue
+        if truth is None:
+            skipped.append(case_id)
+            continue
         rows.append(
             {
-                "patient": patient.patient_id,
-                "slices": patient.image.shape[0],
-                "true_voxels": int(patient.mask.sum()),
+                "patient": case_id,
+                "slices": slices,
+                "true_voxels": int(truth.sum()),
                 "predicted_voxels": int(result.mask.sum()),
-                "dice": metrics.dice(result.mask, patient.mask),
+                "dice": metrics.dice(result.mask, truth),
                 "missing_sequences": result.sequences_note,
                 "seconds": round(result.seconds, 2),
+                "notes": "; ".join(notes),
             }
         )
-    return rows, skipped
+    return rows, skipped, failed
 
 
 def _print_summary(rows: list[dict], skipped: list[str], model: str) -> None:
@@ -111,28 +148,34 @@ def _print_summary(rows: list[dict], skipped: list[str], model: str) -> None:
         f"{statistics.median(dices):.4f} over {len(rows)} patient(s)"
     )
     if skipped:
-        print(f"skipped (no ground-truth masks): {', '.join(skipped)}")
+        print(f"skipped (no ground-truth masks or label file): {', '.join(skipped)}")
     print(PROTOCOL_NOTE)
 
 
+def _no_truth_error(skipped: list[str]) -> CLIError:
+    more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+    return CLIError(
+        "no ground truth to score against (LGG: <patient>_<n>_mask.tif; NIfTI: a label file "
+        f"such as <case>_seg.nii.gz) for {', '.join(skipped[:5])}{more}"
+    )
+
+
 def run(args) -> int:
-    folders = select(patient_folders(args.data), patient_ids(args.patients), args.data)
-    if not folders:
-        raise CLIError(f"no patient folders in {', '.join(args.data)}")
+    cases, failed = find_inputs(args.data)  # inputs holding no case count as failed
+    cases = select_cases(cases, patient_ids(args.patients), args.data)
     seg = segmenter(args)
     post = card_postprocess(seg, args.postprocess)
     print(
-        f"evaluating {seg.name} on {len(folders)} patient(s), {seg.device}, post-processing {post}"
+        f"evaluating {seg.name} on {len(cases)} case(s), {seg.device}, post-processing {post}"
         f"{', test-time flips' if args.tta else ''}",
         file=sys.stderr,
     )
-    rows, skipped = _score(seg, post, folders)
+    rows, skipped, unread = _score(seg, post, cases)
+    failed += unread
     if not rows:
-        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
-        raise CLIError(
-            f"no ground-truth masks (<patient>_<n>_mask.tif) to score against for "
-            f"{', '.join(skipped[:5])}{more}"
-        )
+        if skipped:
+            raise _no_truth_error(skipped)
+        raise CLIError(f"no case could be read: {', '.join(failed)}")
     _print_summary(rows, skipped, seg.name)
     if args.csv:
         for r in rows:
@@ -140,4 +183,7 @@ def run(args) -> int:
             r["model"] = seg.name
         write_csv(Path(args.csv), rows, CSV_COLUMNS)
         print(f"wrote {args.csv}")
+    if failed:
+        warn(f"{len(failed)} case(s) not scored: {', '.join(failed)}")
+        return 2
     return 0

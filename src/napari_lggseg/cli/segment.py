@@ -1,19 +1,26 @@
-"""``lggseg segment``: predictions as corrections folders napari and training open, plus a CSV."""
+"""``lggseg segment``: predictions napari and training open, plus a CSV, for LGG patient folders
+(TIFF corrections folders) and scan cases (a NIfTI mask on the scan's own grid), mixed."""
 
 from __future__ import annotations
 
+import json
+import math
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from ._common import (
+    LGG,
     CLIError,
     ProgressBar,
     add_engine_options,
     card_postprocess,
+    find_inputs,
     fmt,
-    patient_folders,
     segmenter,
     warn,
+    warnings_as_lines,
     write_csv,
 )
 
@@ -26,49 +33,152 @@ CSV_COLUMNS = (
     "seconds",
     "model",
     "flagged_slices",
+    "volume_ml",
+    "spacing_mm",
+    "prediction",
+    "notes",
 )
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "segment",
-        help="segment patients; write prediction folders and a CSV",
-        description="Segment each patient; write OUT/<patient> (a corrections folder that "
-        "napari and `lggseg train` open) and OUT/segmentation.csv. Its flagged_slices column "
-        "lists the slices to check first (the numbers in the file names, most uncertain first).",
+        help="segment patients and scans; write predictions and a CSV",
+        description="Segment each LGG patient folder and NIfTI case (a .nii/.nii.gz file, a "
+        "case folder, or a folder of them; mixed freely). An LGG patient gets OUT/<patient> (a "
+        "corrections folder that napari and `lggseg train` open); a NIfTI case gets "
+        "OUT/<case>/<case>_mask.nii.gz (uint8 0/1 on the FLAIR's grid, with its exact affine) "
+        "and a sidecar. A folder holding a person's corrections is never touched: the "
+        "prediction then goes to OUT/<case>.prediction-<k>. OUT/segmentation.csv has one row "
+        "per case: tumour volume in mL (NIfTI: the file's own voxel size; LGG: --spacing), Dice "
+        "against a label file or expert masks when present, missing sequences, what was done "
+        "to the scan, and flagged_slices: the slices to check first, most uncertain first, "
+        "counted from 1 along the axial (foot to head) axis, as the numbers in LGG file names.",
     )
-    p.add_argument("inputs", nargs="+", metavar="PATIENT_DIR|KAGGLE_ROOT")
+    p.add_argument("inputs", nargs="+", metavar="PATIENT_DIR|KAGGLE_ROOT|NIFTI_CASE")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument(
         "--threshold", type=float, default=0.5, help="probability threshold (default 0.5)"
+    )
+    p.add_argument(
+        "--spacing",
+        nargs=3,
+        type=float,
+        metavar=("Z", "Y", "X"),
+        default=(1.0, 1.0, 1.0),
+        help="voxel spacing in mm of LGG TIFF folders, for the volume in mL (they carry none; "
+        "default 1 1 1); NIfTI cases always use their own",
     )
     add_engine_options(p, "default: the model card's method, else min-size")
     p.set_defaults(run=run)
 
 
-def prediction_folder(out_dir: Path, patient_id: str) -> tuple[Path, str | None]:
-    """Where a patient's prediction goes, and a note when that is not ``OUT/<patient>``.
+# --------------------------------------------------------------------------- where predictions go
 
-    A folder holding a person's corrections is never touched: the prediction goes to the first
-    ``OUT/<patient>.prediction-<k>`` that is free or holds only an earlier prediction."""
+
+def _scan_saved_work(folder: Path, case_id: str) -> str | None:
+    """:func:`lgg_io.saved_work` for a folder of masks saved by ``scan_masks.save_mask``."""
+    from .. import scan_io
+    from ..scan_masks import mask_paths
+
+    if not scan_io.is_mask_folder(folder):
+        return None
+    mask_file, sidecar = mask_paths(folder, case_id)
+    others = sorted(
+        p.name for p in folder.glob(f"*{scan_io.MASK_SIDECAR_SUFFIX}") if p.name != sidecar.name
+    )
+    if others:
+        return f"masks of another case ({others[0]})"
+    try:
+        meta = json.loads(sidecar.read_text())
+        edited = mask_file.stat().st_mtime > sidecar.stat().st_mtime + 1.0
+    except (OSError, ValueError):
+        return "corrections whose sidecar cannot be read"
+    if not isinstance(meta, dict):
+        return "corrections whose sidecar cannot be read"
+    reviewed = meta.get("reviewed_slices") or []
+    if meta.get("whole_volume_reviewed"):
+        return "corrections of the whole volume"
+    if reviewed:
+        return f"corrections ({len(reviewed)} reviewed slice{'s' if len(reviewed) != 1 else ''})"
+    if meta.get("kind") != "prediction":
+        return "saved corrections"
+    return "a prediction whose mask was edited after it was saved" if edited else None
+
+
+def saved_work(folder: Path, case_id: str) -> str | None:
+    """What a person's work in ``folder`` amounts to (TIFF corrections or a saved NIfTI mask),
+    or None when there is none to lose. Never raises."""
     from .. import lgg_io
 
-    first = out_dir / patient_id
-    work = lgg_io.saved_work(first)
-    if work is None:
+    return lgg_io.saved_work(folder) or _scan_saved_work(folder, case_id)
+
+
+def _holds_only_a_prediction(folder: Path, case_id: str) -> bool:
+    from .. import lgg_io, scan_io
+
+    ours = lgg_io.is_corrections_folder(folder) or scan_io.is_mask_folder(folder)
+    return ours and saved_work(folder, case_id) is None
+
+
+def prediction_folder(out_dir: Path, case_id: str, taken=()) -> tuple[Path, str | None]:
+    """Where a case's prediction goes, and a note when that is not ``OUT/<case>``.
+
+    A folder holding a person's corrections (LGG or NIfTI) is never touched, nor one this run
+    already wrote (``taken``: two inputs with one id): the prediction goes to the first
+    ``OUT/<case>.prediction-<k>`` that is free or holds only an earlier prediction."""
+    first = out_dir / case_id
+    work = saved_work(first, case_id)
+    if work is None and first.resolve() not in taken:
         return first, None
+    why = [f"{first} " + (f"holds {work}" if work else "was written earlier in this run")]
     k = 2
     while True:
-        target = out_dir / f"{patient_id}.prediction-{k}"
-        if not target.exists() or (
-            lgg_io.is_corrections_folder(target) and lgg_io.saved_work(target) is None
+        target = out_dir / f"{case_id}.prediction-{k}"
+        if target.resolve() not in taken and (
+            not target.exists() or _holds_only_a_prediction(target, case_id)
         ):
-            return target, f"{first} holds {work}: left it as it is, prediction in {target}"
+            return target, f"{', '.join(why)}: left untouched, prediction in {target}"
+        if target.resolve() not in taken and (work := saved_work(target, case_id)):
+            why.append(f"{target} holds {work}")
         k += 1
 
 
-def _segment_one(seg, args, post, folder: Path, out_dir: Path, label: str) -> dict:
-    """Segment one patient, write its prediction folder; returns its CSV row."""
+def _check_scan_target(target: Path, case_id: str) -> None:
+    """As ``lgg_io.write_corrections`` does: an existing folder holding anything but this case's
+    earlier prediction is refused (save_mask itself refuses the case's own folder and scans)."""
+    from ..scan_io import ScanWriteError, is_nifti_name
+    from ..scan_masks import mask_paths
+
+    if not target.is_dir():
+        return
+    ours = {p.name for p in mask_paths(target, case_id)}
+    foreign = sorted(
+        p.name
+        for p in target.iterdir()
+        if p.name not in ours and not p.name.startswith(".") and not is_nifti_name(p.name)
+    )
+    if foreign:
+        raise ScanWriteError(
+            f"{target}: this folder already holds other files ({foreign[0]}); a prediction goes "
+            "to a new or empty folder (or over an earlier prediction of the same case)"
+        )
+
+
+# --------------------------------------------------------------------------- one case
+
+
+def _flagged_extra(flagged, args, post) -> dict:
+    return {
+        "threshold": args.threshold,
+        "postprocess": post,
+        "flagged_slices": [z for z, _ in flagged],
+        "flagged_uncertain_voxels": [round(v, 1) for _, v in flagged],
+    }
+
+
+def _segment_patient(seg, args, post, folder: Path, out_dir: Path, label: str, taken) -> dict:
+    """Segment one LGG patient, write its corrections folder; returns its CSV row."""
     from .. import lgg_io, metrics
     from ..uncertainty import slices_to_review
 
@@ -79,9 +189,11 @@ def _segment_one(seg, args, post, folder: Path, out_dir: Path, label: str) -> di
     finally:
         bar.close()
     flagged = slices_to_review(result.prob)  # the list the Segment tumour widget shows
-    target, note = prediction_folder(out_dir, patient.patient_id)
+    target, note = prediction_folder(out_dir, patient.patient_id, taken)
     # the sidecar counts slices from 0 like its reviewed_slices; the CSV gives the numbers in the
     # file names (an LGG folder's slices are numbered 1..N without gaps, so number = index + 1)
+    extra = _flagged_extra(flagged, args, post)
+    extra["flagged_slice_files"] = [patient.slice_files[z] for z, _ in flagged]
     lgg_io.write_corrections(
         target,
         result.mask,
@@ -89,66 +201,133 @@ def _segment_one(seg, args, post, folder: Path, out_dir: Path, label: str) -> di
         folder,
         reviewed_slices=[],
         model=seg.name,
-        extra={
-            "kind": "prediction",
-            "threshold": args.threshold,
-            "postprocess": post,
-            "flagged_slices": [z for z, _ in flagged],
-            "flagged_slice_files": [patient.slice_files[z] for z, _ in flagged],
-            "flagged_uncertain_voxels": [round(v, 1) for _, v in flagged],
-        },
+        extra={"kind": "prediction", **extra},
     )
+    taken.add(target.resolve())
     if note:
         print(f"{patient.patient_id}: {note}", file=sys.stderr)
-    d = metrics.dice(result.mask, patient.mask) if patient.mask is not None else None
+    truth = patient.mask
+    d = metrics.dice(result.mask, truth) if truth is not None else None
+    return _row(patient.patient_id, result, d, args.spacing, flagged, target, [])
+
+
+def _network_note(seg, case) -> list[str]:
+    """Says when thin slices are resampled through-plane for the network (geometry.segment_case)."""
+    from ..geometry import resolve_slice_spacing, through_plane_slices
+
+    n, dz = case.shape[0], case.spacing[0]
+    target = resolve_slice_spacing("auto", seg.recipe)
+    n_net = through_plane_slices(n, dz, target)
+    if n_net == n:
+        return []
+    return [
+        f"{n} slices of {dz:g} mm resampled to {n_net} slices of {target:g} mm for the network; "
+        "probabilities mapped back onto every slice"
+    ]
+
+
+def _segment_scan(seg, args, post, path: Path, out_dir: Path, label: str, taken) -> dict:
+    """Segment one scan case, save its mask on the scan's own grid; returns its CSV row."""
+    from .. import metrics, scan_io, scan_masks
+    from ..geometry import segment_case
+    from ..uncertainty import slices_to_review
+
+    with warnings_as_lines():  # a very large volume is announced before it is read
+        case = scan_io.read_case(path)
+    bar = ProgressBar(f"{label} {case.case_id}")
+    try:
+        result = segment_case(
+            seg, case, threshold=args.threshold, postprocess=post, progress=bar.update
+        )
+    finally:
+        bar.close()
+    flagged = slices_to_review(result.prob)
+    notes = [*case.notes, *_network_note(seg, case)]
+    target, note = prediction_folder(out_dir, case.case_id, taken)
+    _check_scan_target(target, case.case_id)
+    extra = {**_flagged_extra(flagged, args, post), "notes": notes}
+    mask_file = scan_masks.save_mask(
+        case, result.mask, target, kind="prediction", model=seg.name, extra=extra
+    )
+    taken.add(target.resolve())
+    if note:
+        print(f"{case.case_id}: {note}", file=sys.stderr)
+    d = metrics.dice(result.mask, case.label) if case.label is not None else None
+    voxel_mm3 = abs(float(np.linalg.det(case.model_affine[:3, :3])))  # oblique grids too
+    return _row(case.case_id, result, d, case.spacing, flagged, mask_file, notes, voxel_mm3)
+
+
+def _row(case_id, result, d, spacing, flagged, written: Path, notes, voxel_mm3=None) -> dict:
+    from ..shape import spacing_text
+
+    voxels = int(result.mask.sum())
+    voxel_mm3 = math.prod(spacing) if voxel_mm3 is None else voxel_mm3
+    ml = voxels * voxel_mm3 / 1000.0
     print(
-        f"{patient.patient_id}: {patient.image.shape[0]} slices, {int(result.mask.sum())} tumour voxels"
+        f"{case_id}: {len(result.mask)} slices, {voxels} tumour voxels = {ml:.2f} mL"
         + (f", Dice {d:.3f}" if d is not None else "")
         + f", {result.seconds:.1f} s"
         + ("" if not result.missing else f" ({result.sequences_note})")
     )
     return {
-        "patient": patient.patient_id,
-        "slices": patient.image.shape[0],
-        "tumour_voxels": int(result.mask.sum()),
+        "patient": case_id,
+        "slices": len(result.mask),
+        "tumour_voxels": voxels,
         "dice": fmt(d, ".4f"),
         "missing_sequences": result.sequences_note,
         "seconds": f"{result.seconds:.2f}",
-        "model": seg.name,
+        "model": result.model,
         "flagged_slices": " ".join(str(z + 1) for z, _ in flagged),
+        "volume_ml": f"{ml:.3f}",
+        "spacing_mm": spacing_text(spacing),
+        "prediction": str(written),
+        "notes": "; ".join(notes),
     }
 
 
-def run(args) -> int:
-    from .. import lgg_io
+# --------------------------------------------------------------------------- the command
 
-    folders = patient_folders(args.inputs)
-    if not folders:
-        raise CLIError(f"no patient folders in {', '.join(args.inputs)}")
-    out_dir = Path(args.out)
+
+def _check_args(args, out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise CLIError(f"{out_dir}: exists and is not a folder")
+    if not all(math.isfinite(s) and s > 0 for s in args.spacing):
+        raise CLIError(f"--spacing {' '.join(map(str, args.spacing))}: give three positive mm")
+
+
+def run(args) -> int:
+    from ..lgg_io import LGGFormatError, LGGWriteError
+    from ..scan_io import ScanFormatError, ScanWriteError
+
+    cases, failed = find_inputs(args.inputs)  # inputs holding no case count as failed
+    n_bad = len(failed)
+    out_dir = Path(args.out)
+    _check_args(args, out_dir)
     seg = segmenter(args)
     post = card_postprocess(seg, args.postprocess)
+    n_lgg = sum(c.kind == LGG for c in cases)
     print(
-        f"{len(folders)} patient(s), model {seg.name} on {seg.device}, threshold {args.threshold}, "
+        f"{len(cases)} case(s) ({n_lgg} LGG patient folder(s), {len(cases) - n_lgg} scan "
+        f"case(s)), model {seg.name} on {seg.device}, threshold {args.threshold}, "
         f"post-processing {post}{', test-time flips' if args.tta else ''}",
         file=sys.stderr,
     )
     rows: list[dict] = []
-    failed: list[str] = []
+    taken: set[Path] = set()
     csv_path = out_dir / "segmentation.csv"
-    for k, folder in enumerate(folders, 1):
+    for k, case in enumerate(cases, 1):
+        one = _segment_patient if case.kind == LGG else _segment_scan
         try:
-            rows.append(_segment_one(seg, args, post, folder, out_dir, f"[{k}/{len(folders)}]"))
-        except (lgg_io.LGGFormatError, lgg_io.LGGWriteError) as exc:  # the batch goes on
-            warn(str(exc))
-            failed.append(folder.name)
+            rows.append(one(seg, args, post, case.path, out_dir, f"[{k}/{len(cases)}]", taken))
+        except (LGGFormatError, LGGWriteError, ScanFormatError, ScanWriteError) as exc:
+            warn(str(exc))  # the message names the file; the batch goes on
+            failed.append(case.name)
             continue
-        write_csv(csv_path, rows, CSV_COLUMNS)  # after each patient: a stopped run keeps its rows
+        write_csv(csv_path, rows, CSV_COLUMNS)  # after each case: a stopped run keeps its rows
     if rows:
-        print(f"wrote {len(rows)} prediction folder(s) and {csv_path}")
+        print(f"wrote {len(rows)} prediction(s) and {csv_path}")
     if failed:
-        warn(f"{len(failed)} of {len(folders)} patient(s) not segmented: {', '.join(failed)}")
+        total = len(cases) + n_bad
+        warn(f"{len(failed)} of {total} case(s) not segmented: {', '.join(failed)}")
         return 2
     return 0
