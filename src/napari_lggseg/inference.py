@@ -82,11 +82,18 @@ class Segmenter:
 
     @classmethod
     def from_store(cls, name: str | None = None, device="auto", **kwargs) -> Segmenter:
-        from .models import default_model_name, load_model
+        from .model_cards import is_interactive
+        from .models import ModelError, default_model_name, load_model
 
         dev = resolve_device(device, fallback=kwargs.pop("fallback", True))
         name = name or default_model_name(dev.type)
         model, info = load_model(name)
+        if is_interactive(info.card):
+            raise ModelError(
+                f"model {info.name!r} is an interactive (click correction) model: it refines a "
+                "mask with clicks and cannot segment on its own; segment with an automatic model "
+                f"such as {default_model_name(dev.type)!r}"
+            )
         post = info.card.get("postprocessing", {})
         kwargs.setdefault("tta", bool(post.get("tta", False)))
         seg = cls(

@@ -7,6 +7,8 @@ and lets the person delete it, and never lets it break the other models.
 from __future__ import annotations
 
 ARCHITECTURES = ("unet-buda2019",)
+# input channels an interactive (click correction) model takes after the recipe's own
+EXTRA_CHANNELS = ("positive clicks", "negative clicks", "current mask")
 REQUIRED_KEYS = ("architecture", "preprocessing", "sha256")
 _FIELD_TYPES = {
     "sha256": str,
@@ -36,15 +38,36 @@ def card_problem(card) -> str | None:
         recipe = Recipe.from_dict(card["preprocessing"])
     except (TypeError, ValueError, AttributeError) as exc:
         return f"unreadable 'architecture' or 'preprocessing' ({exc})"
-    if width < 1 or recipe.in_channels != in_channels:
+    extra = _extra_channels(card)
+    if isinstance(extra, str):
+        return extra
+    if width < 1 or recipe.in_channels + extra != in_channels:
         return (
-            f"'preprocessing' makes {recipe.in_channels} input channels, the architecture "
-            f"takes {in_channels} (width {width})"
+            f"'preprocessing' makes {recipe.in_channels} input channels"
+            + (f" and the clicks {extra} more" if extra else "")
+            + f", the architecture takes {in_channels} (width {width})"
         )
     for key, types in _FIELD_TYPES.items():
         if key in card and not isinstance(card[key], types):
             return f"{key!r} has the wrong type ({type(card[key]).__name__})"
     return _postprocessing_problem(card.get("postprocessing") or {})
+
+
+def is_interactive(card) -> bool:
+    """True for a click correction model (its card has an ``interactive`` section)."""
+    return isinstance(card, dict) and "interactive" in card
+
+
+def _extra_channels(card: dict) -> int | str:
+    """How many click channels the card's network takes (0 for an automatic model), or what is
+    wrong with its ``interactive`` section."""
+    if not is_interactive(card):
+        return 0
+    sec = card["interactive"]
+    names = sec.get("extra_channels") if isinstance(sec, dict) else None
+    if names != list(EXTRA_CHANNELS):
+        return f"'interactive' must list extra_channels {list(EXTRA_CHANNELS)}, got {names!r}"
+    return len(EXTRA_CHANNELS)
 
 
 def _postprocessing_problem(post: dict) -> str | None:

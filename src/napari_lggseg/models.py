@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .atomic import clean_stale, staged_folder, write_text
-from .model_cards import ARCHITECTURES, card_problem
+from .model_cards import ARCHITECTURES, card_problem, is_interactive
 
 SHIPPED_DIR = Path(__file__).parent / "weights"
 WEIGHTS = "model.safetensors"
@@ -132,7 +132,10 @@ def list_models(unusable: bool = False) -> list[ModelInfo]:
             if (i := _read_info(p, shipped)) and (unusable or i.problem is None)
         ]
         if shipped:
-            infos.sort(key=lambda i: (not i.card.get("default", False), i.name))
+            # the default first; an interactive (click) model never first, it needs a mask
+            infos.sort(
+                key=lambda i: (not i.card.get("default", False), is_interactive(i.card), i.name)
+            )
         else:
             infos.sort(key=lambda i: (i.problem is not None, str(i.card.get("created", ""))))
         out += infos
@@ -177,9 +180,10 @@ def default_model_name(device_type: str = "cpu") -> str:
     for i in shipped:
         if i.card.get("default"):
             return i.name
+    shipped = [i for i in shipped if not is_interactive(i.card)]
     if shipped:
         return shipped[0].name
-    users = [i for i in list_models() if not i.shipped]
+    users = [i for i in list_models() if not i.shipped and not is_interactive(i.card)]
     if users:
         return users[-1].name
     raise ModelError("no model installed: the package's shipped weights are missing")

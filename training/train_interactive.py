@@ -1,0 +1,111 @@
+"""Train the interactive (click correction) model from the automatic one, with simulated clicks.
+
+The network is the base model's U-Net with three more input channels (positive clicks, negative
+clicks, current mask) whose first-layer weights start at zero, so training starts from exactly
+the base model; then ``napari_lggseg.click_training.train_clicks`` fine-tunes it with iterated
+simulated clicks (the standard protocol, ``napari_lggseg.click_sim``) on the training patients
+of training/splits.json. The budget is a number of steps (and optionally minutes); the test split
+is not read here (benchmarks/bench_clicks.py measures on it). The shipped model::
+
+    nice -n 10 python training/train_interactive.py --name lgg-clicks --steps 400 --threads 2
+
+``--synthetic`` trains on synthetic patients instead (a smoke test of the script).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from napari_lggseg import models
+from napari_lggseg.click_training import ClickTrainConfig, first_masks, train_clicks
+from napari_lggseg.interactive import ClickEncoding, make_interactive
+from napari_lggseg.preprocess import Recipe
+from napari_lggseg.train_data import TrainVolume, load_volumes, prepare_volumes
+
+HERE = Path(__file__).parent
+DEFAULT_DATA = HERE.parent.parent / "shared" / "lgg" / "kaggle_3m"
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--base", default="lgg-fast", help="the automatic model to start from")
+    ap.add_argument("--name", default="lgg-clicks")
+    ap.add_argument("--out-root", type=Path, default=models.SHIPPED_DIR)
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--minutes", type=float, default=None)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--max-clicks", type=int, default=3)
+    ap.add_argument("--window", type=int, default=ClickEncoding.window)
+    ap.add_argument("--sigma-px", type=float, default=ClickEncoding.sigma_px)
+    ap.add_argument("--sigma-slices", type=float, default=ClickEncoding.sigma_slices)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--synthetic", action="store_true", help="synthetic patients (smoke test)")
+    return ap.parse_args(argv)
+
+
+def training_volumes(args) -> list[TrainVolume]:
+    if args.synthetic:
+        from napari_lggseg.synthetic import make_synthetic_patient
+
+        return [
+            TrainVolume(f"SYNTH_{s}", *make_synthetic_patient(seed=s, n_slices=16, size=128))
+            for s in range(1, 5)
+        ]
+    splits = json.loads((HERE / "splits.json").read_text())
+    return load_volumes([args.data / p for p in splits["train"]])
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    base_net, base = models.load_model(args.base)
+    enc = ClickEncoding(args.sigma_px, args.sigma_slices, args.window)
+    net, card = make_interactive(base_net, dict(base.card, name=base.name), enc)
+    recipe = Recipe.from_dict(card["preprocessing"])
+    volumes = training_volumes(args)
+    data = prepare_volumes(volumes, recipe)
+    masks = first_masks(base_net, data)
+    print(f"{len(data)} volumes prepared; first masks from {base.name}", flush=True)
+    cfg = ClickTrainConfig(
+        steps=args.steps,
+        minutes=args.minutes,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_clicks=args.max_clicks,
+        seed=args.seed,
+    )
+    result = train_clicks(net, recipe, enc, data, masks, cfg, log=lambda s: print(s, flush=True))
+    card.update(
+        training_data={
+            "patients": sorted(v.patient_id for v in volumes),
+            "volumes": len(volumes),
+            "first_masks": f"{base.name} on the same slices",
+        },
+        hyperparameters=dict(cfg.to_dict(), loss="dice+bce", batchnorm="frozen"),
+        training=dict(result, torch=torch.__version__),
+        metrics={},
+        history=result.pop("history"),
+        recipe_command="python training/train_interactive.py " + " ".join(sys.argv[1:]),
+        hardware=f"{torch.get_num_threads()} CPU threads",
+        intended_use="click correction of an automatic LGG mask (napari_lggseg.interactive); "
+        "not an automatic model, not for diagnosis",
+        splits="training/splits.json",
+    )
+    for key in ("created", "sha256", "name"):
+        card.pop(key, None)
+    info = models.save_model(net.state_dict(), card, args.name, root=args.out_root, half=True)
+    print(
+        f"saved {info.path} after {result['steps']} steps in {result['seconds']:.0f} s", flush=True
+    )
+
+
+if __name__ == "__main__":
+    main()
