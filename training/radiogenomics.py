@@ -455,7 +455,10 @@ def write_report(out: Path, rows, res, meta: dict, figures: dict) -> None:
         "",
         "AUC of each feature for one RNASeq cluster against the others (0.5 = no information; "
         "below 0.5 = the cluster has lower values), expert / automatic masks of the same patients. "
-        "The paper reports that the automatic masks' AUCs are comparable to the manual ones.",
+        "The paper reports that the automatic masks' AUCs are comparable to the manual ones; a "
+        "third-party reproduction quotes its example as RNASeq R2 vs the rest by inverse BEVR, "
+        "AUC 0.80 automatic / 0.78 manual (not checked against the paper's text; inverse BEVR's "
+        "AUC is 1 minus BEVR's below).",
         "",
         *auc_table(res),
         "",

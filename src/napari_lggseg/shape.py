@@ -31,9 +31,10 @@ tests/test_shape.py:
 - 2-D slice: the largest connected component of the slice with the most tumour pixels, holes
   filled (the margin is the outer outline; scikit-image ``find_contours``), in mm; the centroid
   is the component's centroid. Not defined below 9 pixels.
-- angular SD: ten equiangular sectors (36 degrees) about the centroid, as Buda et al. 2019
-  describe it ("the average of the radial distance standard deviations ... across ten
-  equiangular bins"); the outline is resampled every half pixel so each sector is sampled by
+- angular SD: ten equiangular sectors (36 degrees) about the centroid ("the average of the
+  radial distance standard deviations from the centroid ... across ten equiangular bins in one
+  slice", as a summary of Buda et al. 2019 words it; the papers' full text was not at hand); the
+  outline is resampled every half pixel so each sector is sampled by
   arc length; sectors with fewer than 2 samples are skipped.
 - margin fluctuation: the radial distance along the (resampled) outline minus its circular
   moving average over a window of 1/10 of the perimeter; standard deviation / mean radius.
