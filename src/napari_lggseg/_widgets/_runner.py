@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+# at import (when a widget is built), not in the first run: an import then is a GUI stall
+from napari.qt.threading import create_worker
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QProgressBar
 
@@ -132,8 +134,6 @@ class RunController:
         status: str = "",
     ) -> bool:
         """Start ``job(*args, state, emit)`` in a worker; False when a run is already going."""
-        from napari.qt.threading import create_worker
-
         if self._worker is not None or self.closed:
             return False
         state, relay = RunState(), _Relay()
