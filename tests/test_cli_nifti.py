@@ -384,3 +384,43 @@ def test_real_brats_cases_through_lggseg_segment(tmp_path, capsys):
         assert "resampled to" in row["notes"]
         meta = json.loads((out / case_id / f"{case_id}_mask.json").read_text())
         assert meta["kind"] == "prediction" and meta["model"] == "lgg-fast"
+
+
+def test_a_very_large_volume_is_announced_before_it_is_read(
+    tiny_model_store,  # noqa: F811
+    tmp_path,
+    capsys,
+    monkeypatch,
+):
+    folder = _case(tmp_path / "cases", "C1")
+    monkeypatch.setattr(scan_io, "LARGE_VOXELS", 1000)  # this case counts as very large
+    assert _segment([folder], tmp_path / "out", tiny_model_store) == 0
+    err = capsys.readouterr().err
+    (line,) = [ln for ln in err.splitlines() if "large volume" in ln]
+    assert line.startswith("lggseg: warning: ") and "C1_flair.nii.gz" in line
+    assert "LargeScanWarning" not in err and "warnings.warn" not in err
+
+
+# --------------------------------------------------------------------------- DICOM, same path
+
+
+def test_a_dicom_study_goes_the_nifti_path(tiny_model_store, tmp_path):  # noqa: F811
+    """A DICOM series of the same voxels as a NIfTI FLAIR: same mask, same CSV figures."""
+    pytest.importorskip("pydicom")
+    from dicom_cases import series_from_nifti
+
+    nifti = _case(tmp_path / "cases", "N1", sequences=("FLAIR",), label=False)
+    study = tmp_path / "dicom" / "D1"
+    series_from_nifti(nifti / "N1_flair.nii.gz", study / "s1", "AX T2 FLAIR")
+    out = tmp_path / "out"
+    assert _segment([nifti, study], out, tiny_model_store) == 0
+    by_case = {r["patient"]: r for r in _read_csv(out / "segmentation.csv")}
+    assert set(by_case) == {"N1", "D1"}
+    from_nifti = nib.load(out / "N1" / "N1_mask.nii.gz")
+    from_dicom = nib.load(out / "D1" / "D1_mask.nii.gz")
+    np.testing.assert_allclose(from_dicom.affine, from_nifti.affine, atol=1e-4)
+    np.testing.assert_array_equal(
+        np.asanyarray(from_dicom.dataobj), np.asanyarray(from_nifti.dataobj)
+    )
+    for key in ("slices", "tumour_voxels", "volume_ml", "spacing_mm", "missing_sequences"):
+        assert by_case["D1"][key] == by_case["N1"][key], key
