@@ -321,10 +321,13 @@ def agreement_table(res) -> list[str]:
 
 
 def auc_table(res) -> list[str]:
-    head = " | ".join(f"R{c} vs rest" for c in res["clusters"])
+    head = " | ".join(
+        f"R{c} vs rest (n={res['cluster_n'][c][0]} / {res['cluster_n'][c][1]})"
+        for c in res["clusters"]
+    )
     out = [f"| feature | {head} |", "|---|" + "---|" * len(res["clusters"])]
     for f in FEATURES:
-        cells = [f"{fmt(res['auc'][('paired', f, c)], '.2f')} / {fmt(res['auc'][('auto', f, c)], '.2f')}"
+        cells = [" / ".join(fmt(res["auc"][(src, f, c)], ".2f") for src in ("expert", "paired", "auto"))
                  for c in res["clusters"]]  # fmt: skip
         out.append(f"| {SHORT[f]} | " + " | ".join(cells) + " |")
     return out
@@ -454,7 +457,8 @@ def write_report(out: Path, rows, res, meta: dict, figures: dict) -> None:
         "## Telling RNASeq clusters apart (ROC AUC)",
         "",
         "AUC of each feature for one RNASeq cluster against the others (0.5 = no information; "
-        "below 0.5 = the cluster has lower values), expert / automatic masks of the same patients. "
+        "below 0.5 = the cluster has lower values): all expert masks / the expert masks of the "
+        "patients with automatic masks / those automatic masks. "
         "The paper reports that the automatic masks' AUCs are comparable to the manual ones; a "
         "third-party reproduction quotes its example as RNASeq R2 vs the rest by inverse BEVR, "
         "AUC 0.80 automatic / 0.78 manual (not checked against the paper's text; inverse BEVR's "

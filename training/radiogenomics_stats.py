@@ -120,13 +120,16 @@ def analyse(rows, clinical: dict) -> dict:
     rna = groups["RNASeqCluster"]
     clusters = sorted({g for g in rna if g}, key=lambda s: (len(s), s))
     aucs = {}
-    for src in ("paired", "auto"):
+    for src in ("expert", "paired", "auto"):
         for f in FEATURES:
             v = feature_values(rows, src, f)
             for c in clusters:
                 pos = [x for x, g in zip(v, rna) if x is not None and g == c]
                 neg = [x for x, g in zip(v, rna) if x is not None and g and g != c]
                 aucs[(src, f, c)] = auc(pos, neg)
+    paired = [bool(r["auto"]) for r in rows]
+    cluster_n = {c: (sum(g == c for g in rna), sum(g == c and a for g, a in zip(rna, paired)))
+                 for c in clusters}  # fmt: skip
     dice = {
         scope: [r["dice"] for r in rs if r["dice"] is not None]
         for scope, rs in (
@@ -136,4 +139,4 @@ def analyse(rows, clinical: dict) -> dict:
         )
     }
     return {"subtypes": subtypes, "assoc": assoc, "rho": rho, "auc": aucs, "clusters": clusters,
-            "dice": dice, "groups": groups}  # fmt: skip
+            "dice": dice, "groups": groups, "cluster_n": cluster_n}  # fmt: skip
