@@ -8,8 +8,6 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from ._common import (
     LGG,
     CLIError,
@@ -228,6 +226,8 @@ def _network_note(seg, case) -> list[str]:
 
 def _segment_scan(seg, args, post, path: Path, out_dir: Path, label: str, taken) -> dict:
     """Segment one scan case, save its mask on the scan's own grid; returns its CSV row."""
+    import numpy as np
+
     from .. import metrics, scan_io, scan_masks
     from ..geometry import segment_case
     from ..uncertainty import slices_to_review
