@@ -5,7 +5,8 @@ from the boundary of the largest 3-D connected error region, positive in a misse
 negative in a false one. Every model starts from the same first mask (the automatic model's, the
 ``first_step`` of its card), on the test split of training/splits.json unless ``--patients``
 names others. ``--baseline`` adds the automatic model with zero click weights (what the clicks
-give without training) side by side. After the last click every click is undone and the mask
+give without training) side by side. Wall ms per click depend on what else runs; the CPU time
+per click (all threads, ``time.process_time``) is given beside them. After the last click every click is undone and the mask
 must equal the first mask exactly. Not a test: figures for the README, with this command::
 
     python benchmarks/bench_clicks.py --data ../shared/lgg/kaggle_3m --clicks 10 --baseline
@@ -48,29 +49,37 @@ def parse_args(argv=None):
 def run_patient(session: ClickSession, image, truth, first, n_clicks: int) -> dict:
     """Dice after each click, ms per click, and whether undoing them all gives ``first`` back."""
     mask = session.start(image, mask=first)
-    dices, ms, note = [dice(mask, truth)], [], ""
+    dices, ms, cpu_ms, note = [dice(mask, truth)], [], [], ""
     for _ in range(n_clicks):
         found = next_click(mask, truth)
         if found is None:
             break
         (z, y, x), positive = found
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             mask = session.add_click(z, y, x, positive)
         except ClickIgnored as exc:
             note = str(exc)
             break
         ms.append(1000 * (time.perf_counter() - t0))
+        cpu_ms.append(1000 * (time.process_time() - c0))
         dices.append(dice(mask, truth))
     dices += [dices[-1]] * (n_clicks + 1 - len(dices))  # stopped early: the Dice stays
     for _ in session.clicks:
         mask = session.undo()
-    return {"dice": dices, "ms": ms, "undo_exact": bool(np.array_equal(mask, first)), "note": note}
+    return {
+        "dice": dices,
+        "ms": ms,
+        "cpu_ms": cpu_ms,
+        "undo_exact": bool(np.array_equal(mask, first)),
+        "note": note,
+    }
 
 
 def summarise(name: str, results: dict, n_clicks: int) -> dict:
     dices = np.array([r["dice"] for r in results.values()])
     ms = np.concatenate([r["ms"] for r in results.values()] or [[]])
+    cpu = np.concatenate([r["cpu_ms"] for r in results.values()] or [[]])
     return {
         "model": name,
         "patients": len(results),
@@ -79,6 +88,7 @@ def summarise(name: str, results: dict, n_clicks: int) -> dict:
         "noc90": float(np.mean([clicks_to_reach(list(d), 0.90) for d in dices])),
         "ms_median": float(np.median(ms)) if ms.size else float("nan"),
         "ms_p95": float(np.percentile(ms, 95)) if ms.size else float("nan"),
+        "cpu_ms_median": float(np.median(cpu)) if cpu.size else float("nan"),
         "undo_exact": all(r["undo_exact"] for r in results.values()),
     }
 
@@ -87,7 +97,8 @@ def line(s: dict) -> str:
     d = "  ".join(f"Dice@{k} {v:.3f}" for k, v in s["dice"].items())
     return (
         f"{s['model']}: {s['patients']} patients  {d}  NoC@85 {s['noc85']:.2f}  "
-        f"NoC@90 {s['noc90']:.2f}  ms/click median {s['ms_median']:.0f} p95 {s['ms_p95']:.0f}  "
+        f"NoC@90 {s['noc90']:.2f}  ms/click median {s['ms_median']:.0f} p95 {s['ms_p95']:.0f} "
+        f"(CPU {s['cpu_ms_median']:.0f} ms, all threads)  "
         f"undo exact {'yes' if s['undo_exact'] else 'NO'}"
     )
 

@@ -128,7 +128,7 @@ def test_positive_click_adds_tumour_where_it_was_missed(click_model, patient):
     after = session.add_click(z, y, x, positive=True)
     found = (after & truth)[zc - 1 : zc + 2].sum()
     assert found > 0.5 * truth[zc - 1 : zc + 2].sum()
-    assert after[z, y - 2 : y + 3, x - 2 : x + 3].all()
+    assert after[z, y - 1 : y + 2, x - 1 : x + 2].all()  # tumour at and around the click
     assert session.clicks == [[z, y, x, True]]
     assert z in session.changed_slices
 

@@ -192,16 +192,20 @@ class ClickSession:
     # ------------------------------------------------------------------ start
     def start(self, volume, mask=None, spacing=None, locked_slices=()) -> np.ndarray:
         """Begin on a volume ((Z, H, W, 3) or (Z, H, W) FLAIR); ``mask`` None runs the automatic
-        first step. ``spacing`` (z, y, x mm) is kept for the caller; clicks live on the grid."""
+        first step. ``spacing`` (z, y, x mm) is kept for the caller; clicks live on the grid.
+        After painting, call it again with the painted mask (the same array is not re-prepared)."""
         volume = np.asarray(volume)
-        x, geom = prepare(volume, self.recipe)
+        if volume is getattr(self, "_volume", None):  # the same array again: reuse its grid
+            x, geom = self._x, self._geom
+        else:
+            x, geom = prepare(volume, self.recipe)
         if mask is None:
             mask = self._first_step(volume)
         mask = np.asarray(mask) > 0
         if mask.shape != geom.shape:
             raise ValueError(f"mask has shape {mask.shape}, the volume's slices are {geom.shape}")
         self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
-        self._x, self._geom = x, geom
+        self._volume, self._x, self._geom = volume, x, geom
         self._pos = np.zeros((x.shape[0], geom.size, geom.size), np.float32)
         self._neg = np.zeros_like(self._pos)
         self._grid_mask = (prepare_mask(mask, geom) >= 0.5).astype(np.float32)
