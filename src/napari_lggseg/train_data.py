@@ -1,9 +1,12 @@
 """What training learns from: volumes and their trusted slices, loading them from expert folders,
-corrections folders or memory, the patient-level split, tumour-weighted slice sampling and the
-augmentation. No Qt.
+corrections folders, scans with a label file or memory, the patient-level split, tumour-weighted
+slice sampling and the augmentation. No Qt.
 
-Only *labelled* slices are learned from: every slice of an expert patient folder, the reviewed
-slices of a corrections folder (a person checked them), and whatever a caller marks in memory.
+Only *labelled* slices are learned from: every slice of an expert patient folder or of a scan
+(NIfTI, DICOM) with a label file, the reviewed slices of a corrections folder or of a saved scan
+mask (a person checked them), and whatever a caller marks in memory. Thin-slice scans are
+resampled through-plane as inference shows them to the network (:func:`geometry.to_network_slices`),
+so the 2.5-D context a model learns is the one it is used with.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import lgg_io
+from . import lgg_io, scan_io
 from .lgg_io import SEQUENCES
 from .preprocess import Geometry, Recipe, prepare, prepare_mask
 
@@ -36,6 +39,7 @@ class TrainVolume:
     labelled: np.ndarray | None = None
     source: str = "expert"  # "expert" | "corrections" | "memory"
     folder: Path | None = None  # where it was read from (None: from memory)
+    why_unlabelled: str = "no reviewed slices"  # said when it has no labelled slice
 
     @property
     def labelled_slices(self) -> np.ndarray:
@@ -62,22 +66,125 @@ def _from_corrections(path: Path) -> TrainVolume:
 
 
 def volumes_from_path(path: str | os.PathLike) -> list[TrainVolume]:
-    """A patient folder with masks, a corrections folder, or a root of patient folders."""
+    """A patient folder with masks, a corrections folder, a scan case with a label file (NIfTI
+    file or case folder, DICOM study), a folder of saved scan masks, or a root of any of these.
+
+    Named directly, a patient or scan without masks is an error naming it; inside a root it
+    comes back without labelled slices (see :func:`unlabelled`), so callers can say so and go on.
+    """
     path = Path(path)
     if lgg_io.is_corrections_folder(path):
         return [_from_corrections(path)]
     if lgg_io.is_patient_folder(path):
-        p = lgg_io.read_patient(path)
-        if p.mask is None:
-            raise lgg_io.LGGFormatError(
-                f"{path}: no masks to learn from (no {p.patient_id}_<n>_mask.tif)"
-            )
-        return [TrainVolume(p.patient_id, p.image, p.mask, folder=path)]
-    if lgg_io.is_patient_root(path):
-        return [v for f in lgg_io.list_patients(path) for v in volumes_from_path(f)]
-    raise lgg_io.LGGFormatError(
-        f"{path}: not a patient folder, corrections folder or folder of patients"
-    )
+        return [_from_patient(path, named=True)]
+    if scan_io.is_mask_folder(path):
+        return _from_saved_masks(path)
+    scans = scan_io.find_cases(path)
+    if scans == [path] or (path.is_file() and len(scans) == 1):  # a DICOM file: its study
+        return [_from_scan(scans[0], named=True)]
+    out = _from_root(path, scans)
+    if out is None:
+        raise lgg_io.LGGFormatError(
+            f"{path}: not a patient folder, corrections folder or folder of patients, nor a "
+            "scan case with a label file (NIfTI, DICOM), saved masks or a folder of them"
+        )
+    return out
+
+
+def _from_patient(path: Path, named: bool) -> TrainVolume:
+    p = lgg_io.read_patient(path)
+    if p.mask is None:
+        why = f"no masks to learn from (no {p.patient_id}_<n>_mask.tif)"
+        if named:
+            raise lgg_io.LGGFormatError(f"{path}: {why}")
+        return _nothing(p.patient_id, path, why)
+    return TrainVolume(p.patient_id, p.image, p.mask, folder=path)
+
+
+def _from_root(path: Path, scans: list[Path]) -> list[TrainVolume] | None:
+    """Everything a root holds, in name order; None when it holds nothing to train on."""
+    if not path.is_dir():
+        return None
+    children = sorted(p for p in path.iterdir() if p.is_dir())
+    found: list[tuple[str, Path]] = []
+    for child in children:
+        if lgg_io.is_corrections_folder(child):
+            found.append(("corrections", child))
+        elif lgg_io.is_patient_folder(child):
+            found.append(("patient", child))
+        elif scan_io.is_mask_folder(child):
+            found.append(("masks", child))
+    taken = {c for _, c in found}
+    found += [("scan", s) for s in scans if s not in taken]
+    if not found:
+        return None
+    out: list[TrainVolume] = []
+    for kind, p in sorted(found, key=lambda kp: kp[1].name):
+        if kind == "corrections":
+            out.append(_from_corrections(p))
+        elif kind == "patient":
+            out.append(_from_patient(p, named=False))
+        elif kind == "masks":
+            out += _from_saved_masks(p)
+        else:
+            out.append(_from_scan(p, named=False))
+    return out
+
+
+def _nothing(patient_id: str, folder: Path, why: str) -> TrainVolume:
+    """A volume with no labelled slice (and no voxels): only there to be named and left out."""
+    empty = np.zeros((0, 1, 1), np.uint8)
+    return TrainVolume(
+        patient_id, np.zeros((0, 1, 1, 3), np.uint8), empty, np.zeros(0, bool), "expert", folder,
+        why,
+    )  # fmt: skip
+
+
+def _from_scan(path: Path, named: bool) -> TrainVolume:
+    """A scan case whose label file makes every slice labelled (as an expert patient's masks)."""
+    case = scan_io.read_case(path)
+    if case.label is None:
+        why = "no label file to learn from (a <case>_seg / mask / label NIfTI beside the FLAIR)"
+        if named:
+            raise scan_io.ScanFormatError(f"{path}: {why}")
+        return _nothing(case.case_id, path, why)
+    image, mask, _ = on_network_slices(case.image, case.label, None, case.spacing[0])
+    return TrainVolume(case.case_id, image, mask, None, "expert", path)
+
+
+def _from_saved_masks(folder: Path) -> list[TrainVolume]:
+    """Masks saved on scans (``<case>_mask.nii.gz`` + sidecar): their reviewed slices, all of
+    them when the whole volume was reviewed; a prediction nobody reviewed has none."""
+    from .scan_masks import read_saved_mask
+
+    out = []
+    for sidecar in sorted(folder.glob(f"*{scan_io.MASK_SIDECAR_SUFFIX}")):
+        saved = read_saved_mask(sidecar)
+        case = saved.case
+        labelled = None
+        if not saved.whole_volume_reviewed:
+            labelled = np.zeros(saved.mask.shape[0], bool)
+            labelled[[i for i in saved.reviewed_slices if 0 <= i < len(labelled)]] = True
+        image, mask, labelled = on_network_slices(case.image, saved.mask, labelled, case.spacing[0])
+        out.append(TrainVolume(case.case_id, image, mask, labelled, "corrections", folder))
+    return out
+
+
+def on_network_slices(image, mask, labelled, spacing_z: float, slice_spacing="auto"):
+    """``(image, mask, labelled)`` on the slices inference shows the network
+    (:func:`geometry.to_network_slices`); unchanged for slices as thick as the target. A
+    resampled slice is labelled only when every slice it is made of was."""
+    from .geometry import resample_matrix, to_network_slices
+
+    n = len(image)
+    net_image = to_network_slices(image, spacing_z, slice_spacing)
+    if len(net_image) == n:
+        return image, mask, labelled
+    net_mask = to_network_slices(np.asarray(mask, np.float32), spacing_z, slice_spacing) > 0.5
+    if labelled is not None:
+        taps = resample_matrix(n, len(net_image)) > 0
+        labelled = (~taps | np.asarray(labelled, bool)[None, :]).all(axis=1)
+    return net_image, net_mask.astype(np.uint8), labelled
 
 
 def unlabelled(volumes: list[TrainVolume]) -> list[TrainVolume]:
@@ -95,10 +202,13 @@ def load_volumes(paths, patients: set[str] | None = None) -> list[TrainVolume]:
         out = [v for v in out if v.patient_id in patients]
     if out and len(unlabelled(out)) == len(out):
         folders = ", ".join(str(v.folder or v.patient_id) for v in out)
-        raise NothingToLearn(
-            f"{folders}: no reviewed slices to learn from (mark the slices you checked as "
-            "reviewed in napari and save the corrections, or give patient folders with masks)"
-        )
+        why = sorted({v.why_unlabelled for v in out})
+        if why == ["no reviewed slices"]:
+            raise NothingToLearn(
+                f"{folders}: no reviewed slices to learn from (mark the slices you checked as "
+                "reviewed in napari and save the corrections, or give patient folders with masks)"
+            )
+        raise NothingToLearn(f"{folders}: nothing to learn from ({'; '.join(why)})")
     return out
 
 

@@ -24,11 +24,12 @@ def add_parser(subparsers) -> None:
         "train",
         help="train a new model or fine-tune one on masks and corrections",
         description="Train or fine-tune on patient folders with masks, corrections folders, "
-        "or roots of patient folders. Runs under torchrun too (only rank 0 saves). Ctrl-C "
+        "scan cases (NIfTI, DICOM) with a label file, folders of saved scan masks, or roots of "
+        "any of these (a label file counts every slice; corrections only their reviewed ones). Runs under torchrun too (only rank 0 saves). Ctrl-C "
         "stops between steps and saves the best model so far (a new model that has not "
         "finished an epoch yet is not saved).",
     )
-    p.add_argument("--data", nargs="+", required=True, metavar="DIR")
+    p.add_argument("--data", nargs="+", required=True, metavar="PATH")
     p.add_argument(
         "--patients",
         nargs="+",
@@ -85,7 +86,7 @@ def run(args) -> int:
     resolve_device(args.device, fallback=False)  # a clear error before minutes of loading
     for p in args.data:
         if not Path(p).exists():
-            raise CLIError(f"{p}: no such folder")
+            raise CLIError(f"{p}: no such {'file' if Path(p).suffix else 'folder'}")
     if args.resume and not Path(args.resume).is_file():
         raise CLIError(f"{args.resume}: no such checkpoint file")
     try:
@@ -161,7 +162,7 @@ def _config(args, fine_tuning: bool):
 
 def _volumes(args, say, fine_tuning: bool, train_data):
     """``(train, validation)`` volumes: the patient-level split (a fine-tuning run on a single
-    patient validates on none); volumes without a reviewed slice are named and left out."""
+    patient validates on none); volumes without a labelled slice are named and left out."""
     volumes = train_data.load_volumes(
         args.data, patients=set(ids) if (ids := patient_ids(args.patients)) else None
     )
@@ -169,7 +170,7 @@ def _volumes(args, say, fine_tuning: bool, train_data):
         raise CLIError(f"no volumes with masks to learn from in {', '.join(args.data)}")
     empty = train_data.unlabelled(volumes)
     for v in empty:
-        say(f"{v.folder or v.patient_id}: no reviewed slices, left out")
+        say(f"{v.folder or v.patient_id}: {v.why_unlabelled}, left out")
     volumes = [v for v in volumes if not any(v is e for e in empty)]
     pids = sorted({v.patient_id for v in volumes})
     if fine_tuning and len(pids) < 2:
