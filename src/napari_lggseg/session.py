@@ -32,6 +32,41 @@ class RunOutcome:
     voxels: int
     dice: float | None  # against the ground truth captured at Run, if any
     review: list[tuple[int, float]]  # slices to check first: (0-based index, uncertain voxels)
+    notes: list[str] = field(default_factory=list)  # what was done for the network (resampling)
+
+
+def scan_spacing(layer) -> tuple[float, ...] | None:
+    """The voxel spacing (z, y, x mm) of a scan's image layer, or None for LGG slices (which
+    carry none). This plugin's reader keeps the file's spacing in the metadata; a layer opened
+    by another NIfTI reader gives it as its ``scale`` (a ``.nii`` source, or a scale that is not
+    napari's default 1, 1, 1)."""
+    if layer is None:
+        return None
+    meta = read_meta(layer) or {}
+    if meta.get("spacing"):
+        return tuple(float(s) for s in meta["spacing"])
+    if meta.get("folder") or meta.get("slice_files"):
+        return None  # an LGG patient (or the sample): slices without a spacing
+    scale = tuple(float(s) for s in layer.scale)
+    path = str(getattr(getattr(layer, "source", None), "path", None) or "").lower()
+    if path.endswith((".nii", ".nii.gz")) or any(abs(s - 1.0) > 1e-9 for s in scale):
+        return scale
+    return None
+
+
+def network_note(segmenter, n_slices: int, spacing_z: float) -> list[str]:
+    """Says when thin slices are resampled through-plane for the network (as ``lggseg segment``
+    does for a NIfTI case)."""
+    from .geometry import resolve_slice_spacing, through_plane_slices
+
+    target = resolve_slice_spacing("auto", segmenter.recipe)
+    n_net = through_plane_slices(n_slices, spacing_z, target)
+    if n_net == n_slices:
+        return []
+    return [
+        f"{n_slices} slices of {spacing_z:g} mm resampled to {n_net} slices of {target:g} mm "
+        "for the network; probabilities mapped back onto every slice"
+    ]
 
 
 def segment_input(
@@ -45,9 +80,15 @@ def segment_input(
     cancel=None,
     on_stage=None,
     on_progress=None,
+    spacing=None,
 ) -> RunOutcome | None:
     """Segment a captured input with ``model`` (reused from ``cache`` per (model, device)), and
-    measure the mask and rank the slices to review. None when cancelled."""
+    measure the mask and rank the slices to review. None when cancelled.
+
+    A scan's ``spacing`` (z, y, x mm; :func:`scan_spacing`) goes through
+    :func:`napari_lggseg.geometry.segment_volume`, as ``lggseg segment`` does: thin slices are
+    resampled through-plane for the network and the probabilities mapped back. LGG slices
+    (``spacing`` None) go to the network as they are."""
     from .inference import Cancelled, Segmenter
     from .metrics import dice
     from .uncertainty import slices_to_review
@@ -63,8 +104,25 @@ def segment_input(
     segmenter.tta = tta
     volume = inp.volume()
     stage(f"segmenting {inp.patient_id} with {segmenter.name} on {segmenter.device}")
+    notes: list[str] = []
     try:
-        seg = segmenter.segment(volume, threshold, postprocess, cancel=cancel, progress=on_progress)
+        if spacing is None:
+            seg = segmenter.segment(
+                volume, threshold, postprocess, cancel=cancel, progress=on_progress
+            )
+        else:
+            from .geometry import segment_volume
+
+            notes = network_note(segmenter, len(volume), float(spacing[0]))
+            seg = segment_volume(
+                segmenter,
+                volume,
+                spacing,
+                threshold=threshold,
+                postprocess=postprocess,
+                progress=on_progress,
+                cancel=cancel,
+            )
     except Cancelled:
         return None
     if cancel is not None and cancel.is_set():
@@ -72,7 +130,7 @@ def segment_input(
     mask = seg.mask > 0
     truth = inp.truth
     d = dice(mask, truth > 0) if truth is not None and truth.shape == mask.shape else None
-    return RunOutcome(seg, int(mask.sum()), d, slices_to_review(seg.prob))
+    return RunOutcome(seg, int(mask.sum()), d, slices_to_review(seg.prob), notes)
 
 
 @dataclass

@@ -69,6 +69,13 @@ class PatientChoice:
             )
         return capture(patient)
 
+    def flair_layer(self):
+        """The FLAIR layer a run would take now (mapped or the patient's), or None."""
+        if self.mapping_chosen:
+            return self._layer(self.mapping.flair_layer)
+        patient = find_patients(self.layers).get(self.combo.value)
+        return patient.flair if patient else None
+
     def _layer(self, combo):
         name = combo.value
         return self.layers[name] if name and name in self.layers else None

@@ -15,6 +15,14 @@ How a run behaves, in the order a person meets it:
 * **Never overwrites your work.** An untouched prediction of the patient is updated in place; one
   with edits or reviewed slices is kept and the result goes to "<patient> prediction 2".
 * **Cancel** stops the network within a batch; nothing is added.
+* **Scans** (NIfTI/DICOM from this plugin's reader, or image layers of another NIfTI reader mapped
+  through "Map image layers…") are segmented with their voxel spacing, as ``lggseg segment``
+  does (thin slices resampled through-plane for the network); the prediction lies on the FLAIR's
+  grid (its scale, translate and affine), so File ▸ Save writes ``<case>_mask.nii.gz``; the
+  spacing fields show the scan's spacing (the volume in mL needs no typing) and the status says
+  what the reader did (reoriented, resampled onto the FLAIR grid).
+* **Shape**: the study's shape features of the mask on screen (:mod:`._shape_panel`), measured
+  off the GUI thread after each edit.
 * **Threshold and post-processing** re-threshold the cached probabilities without the network;
   reviewed slices keep their mask (a re-threshold never changes an edited slice, so it needs no
   undo); a prediction whose data was replaced outside napari's tools is left alone.
@@ -27,7 +35,7 @@ from qtpy.QtWidgets import QWidget
 
 from ..layer_meta import read_meta, unwrap_viewer
 from ..review import reviewed_slices
-from ..session import SegmentSession, segment_input
+from ..session import SegmentSession, scan_spacing, segment_input
 from ._common import (
     refill_models,
     register_segment_widget,
@@ -38,9 +46,10 @@ from ._forms import segment_form
 from ._patient_choice import PatientChoice
 from ._review_list import ReviewList
 from ._runner import RunController, RunEvent
+from ._shape_panel import ShapePanel
 
 
-def _segment_job(inp, model, device, tta, threshold, postprocess, cache, state, emit):
+def _segment_job(inp, model, device, tta, threshold, postprocess, cache, spacing, state, emit):
     """Worker thread: :func:`napari_lggseg.session.segment_input`, its progress as RunEvents."""
 
     def send(ev):
@@ -58,6 +67,7 @@ def _segment_job(inp, model, device, tta, threshold, postprocess, cache, state, 
         cancel=state.cancel,
         on_stage=lambda text: send(RunEvent("stage", text)),
         on_progress=lambda i, n: send(RunEvent("progress", fraction=i / n)),
+        spacing=spacing,
     )
 
 
@@ -75,6 +85,7 @@ class SegmentWidget(QWidget):
         self._segmenters: dict = {}  # (model, device) -> Segmenter, reused between runs
         self._run_choice = None  # the patient choice when Run was pressed
         self._run = None  # (RunInput, model) of the run in progress
+        self._typed_spacing = None  # the person's spacing row, while a scan's is shown
         self.last_dice: float | None = None
         self.form = f = segment_form()
         self.patients = PatientChoice(f, self.viewer.layers)
@@ -91,6 +102,7 @@ class SegmentWidget(QWidget):
         self.status, self.sequences_label = status_label("status"), status_label("sequences")
         self.volume_label, self.dice_label = status_label("volume"), status_label("dice")
         self.review = ReviewList(self.go_to_slice, self.mark_current_slice)
+        self.shape = ShapePanel(self._review_target, lambda: self.spacing)
         body = scrolling_body(self)
         for w in (
             f.native,
@@ -99,6 +111,7 @@ class SegmentWidget(QWidget):
             self.sequences_label,
             self.volume_label,
             self.dice_label,
+            self.shape,
             self.review,
         ):
             body.addWidget(w)
@@ -139,6 +152,7 @@ class SegmentWidget(QWidget):
             for emitter, callback in hooks:
                 emitter.disconnect(callback)
             self.tracker.disconnect(self._on_review_changed)
+            self.shape.close_panel()
 
         self.runner.on_close.append(disconnect)
 
@@ -205,7 +219,19 @@ class SegmentWidget(QWidget):
         return self.form.postprocess.value
 
     @property
+    def scan_spacing(self) -> tuple[float, ...] | None:
+        """The chosen patient's voxel spacing from its scan (None for LGG slices)."""
+        res = self.session.result(self.patient_id)
+        if res is not None and (read_meta(res.layer) or {}).get("spacing"):
+            return tuple(float(v) for v in read_meta(res.layer)["spacing"])
+        return scan_spacing(self.patients.flair_layer())
+
+    @property
     def spacing(self) -> tuple[float, float, float] | None:
+        """The scan's voxel spacing, else the one typed in the form (if ticked)."""
+        scan = self.scan_spacing
+        if scan is not None and len(scan) == 3:
+            return scan
         row = self.form.spacing_row
         if not row.use_spacing.value:
             return None
@@ -217,6 +243,7 @@ class SegmentWidget(QWidget):
 
     def _on_patient_changed(self, *_) -> None:
         self.form.mapping.visible = self.patients.mapping_chosen
+        self._show_spacing()
         res = self.session.result(self.patient_id)
         if res is not None:
             with self.form.threshold.changed.blocked():
@@ -231,6 +258,7 @@ class SegmentWidget(QWidget):
         lgg = read_meta(layer) if layer is not None else None
         if lgg and self.has_patient(lgg["patient_id"]):
             self.set_patient(lgg["patient_id"])
+        self.shape.schedule()  # the active mask is the one described
 
     def _on_layers_changed(self, *_) -> None:
         if not self.runner.closed:
@@ -238,6 +266,29 @@ class SegmentWidget(QWidget):
 
     def _on_layer_removed(self, event) -> None:
         self.session.forget(event.value)
+
+    def _show_spacing(self) -> None:
+        """A scan's spacing fills the spacing row, disabled (it comes from the file); an LGG
+        patient gets back what the person typed."""
+        row, scan = self.form.spacing_row, self.scan_spacing
+        boxes = [row[f"spacing_{a}"] for a in "zyx"]
+        widgets = [row.use_spacing, *boxes]
+        if scan is not None and len(scan) == 3:
+            if self._typed_spacing is None:
+                self._typed_spacing = [w.value for w in widgets]
+            values = [True, *(round(v, 3) for v in scan)]
+            enabled, tip = False, "From the scan's header"
+        elif self._typed_spacing is not None:
+            values, self._typed_spacing = self._typed_spacing, None
+            enabled, tip = True, "Give the tumour volume in mL too"
+        else:
+            return
+        for w, v in zip(widgets, values, strict=True):
+            with w.changed.blocked():
+                w.value = v
+        row.use_spacing.enabled, row.use_spacing.tooltip = enabled, tip
+        for box in boxes:
+            box.enabled = enabled and bool(row.use_spacing.value)
 
     def _on_spacing_toggled(self, on: bool) -> None:
         for axis in "zyx":
@@ -266,6 +317,9 @@ class SegmentWidget(QWidget):
         except ValueError as exc:
             self._set_status(str(exc))
             return False
+        spacing = scan_spacing(inp.source() if inp.source is not None else None)
+        if spacing is not None and not inp.meta.get("spacing"):
+            inp.meta["spacing"] = list(spacing)  # another reader's scale: the prediction keeps it
         self._run_choice, self._run = self.form.patient.value, (inp, model)
         return self.runner.start(
             _segment_job,
@@ -276,6 +330,7 @@ class SegmentWidget(QWidget):
             self.threshold,
             self.postprocess,
             self._segmenters,
+            spacing,
             description=f"segmenting {inp.patient_id}",
             on_returned=self._on_returned,
             failure="Segmentation failed",
@@ -296,7 +351,10 @@ class SegmentWidget(QWidget):
         # show the result, unless the person picked another patient meanwhile
         if self.form.patient.value in (self._run_choice, None) and self.has_patient(pid):
             self.set_patient(pid)
-        self.sequences_label.setText(f"Sequences: {seg.sequences_note}")
+        notes = [*(inp.meta.get("notes") or []), *outcome.notes]
+        self.sequences_label.setText(
+            f"Sequences: {seg.sequences_note}" + "".join(f"; {n}" for n in notes)
+        )
         self._set_status(
             f"{pid}: {model} on {seg.device} in {seg.seconds:.1f} s; "
             + "; ".join(placed.notes)
@@ -331,6 +389,7 @@ class SegmentWidget(QWidget):
         self.last_dice = m.dice if m else None
         self.volume_label.setText(m.volume_text() if m else "")
         self.dice_label.setText(m.dice_text() if m else "")
+        self.shape.schedule()
 
     # ------------------------------------------------------------------ review
 
