@@ -44,10 +44,11 @@ THIN = ("thin slices", "BRATS-like")
 
 
 class _Case:
-    """What geometry.segment_case needs of a scan: image and spacing."""
+    """What geometry.segment_case needs of a scan: image, spacing, missing sequences."""
 
     def __init__(self, image, spacing):
         self.image, self.spacing = image, spacing
+        self.missing_sequences = lgg_io.missing_sequences(image)
 
 
 def segmenter_for(spec: str) -> tuple[str, Segmenter]:
