@@ -58,3 +58,24 @@ def test_flair_only_scan_is_flagged_and_still_segmented(name, kaggle_root):
     assert set(seg.missing) == {"pre-contrast", "post-contrast"}
     assert "FLAIR only" in seg.sequences_note
     assert metrics.dice(seg.mask, patient.mask) >= 0.7
+
+
+ROBUST = [
+    i.name
+    for i in models.list_models()
+    if i.shipped and i.card.get("preprocessing", {}).get("name") == "robust-zscore"
+]
+
+
+@pytest.mark.parametrize("name", ROBUST)
+def test_other_site_model_holds_up_on_a_skull_stripped_z_scored_scan(name, kaggle_root):
+    """How a BraTS-style site stores an unseen patient: brain only, z-scored, no pre-contrast."""
+    from napari_lggseg import site_shift
+
+    patient = lgg_io.read_patient(kaggle_root / TEST_PATIENT)
+    image, mask = site_shift.skull_strip(patient.image, patient.mask)
+    image, mask = site_shift.without_pre_contrast(image, mask)
+    image, mask = site_shift.zscored(image, mask)
+    assert (image < -0.5).mean() > 0.3, "a negative background, as z-scored scans have"
+    seg = Segmenter.from_store(name, device="cpu").segment(image)
+    assert metrics.dice(seg.mask, mask) >= 0.7

@@ -17,6 +17,7 @@ def bootstrap_ci(diff: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float,
 
 
 def load(cache: Path, labels: list[str] | None = None) -> list[dict]:
+    """The cached runs, in ``labels`` order when given."""
     runs = [json.loads(p.read_text()) for p in sorted(cache.glob("*.json"))]
     if labels:
         by = {r["label"]: r for r in runs}
@@ -152,5 +153,8 @@ def write_report(cache: Path, out: Path, labels: list[str] | None = None) -> Non
         *brats_table(runs),
         "",
     ]
+    notes = cache / "notes.md"  # hand-written: how the models were trained, what was not done
+    if notes.is_file():
+        lines += [notes.read_text()]
     out.write_text("\n".join(lines))
     print(f"wrote {out}")
