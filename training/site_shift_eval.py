@@ -173,7 +173,10 @@ def main() -> None:
                 "validation": val[label],
                 "brats": brats.get(label, []),
                 "command": "python training/site_shift_eval.py "
-                + " ".join(f"--model {m}" for m in args.model if m.startswith(label + "=")),
+                + " ".join(f"--model {m}" for m in args.model if m.startswith(label + "="))
+                + (f" --shifts '{args.shifts}'" if args.shifts else "")
+                + (" --brats" if args.brats else "")
+                + (" --resampled-only" if args.resampled_only else ""),
             }
             (CACHE / f"{label}.json").write_text(json.dumps(out, indent=1))
     if args.report:
