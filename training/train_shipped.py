@@ -17,10 +17,16 @@ random mix of site differences (``napari_lggseg.site_shift.random_site_shift``: 
 thin slices, coarser in-plane resolution, bias field, gamma, noise, raw integers / 0-255 /
 z-scored storage), so with N=1 half the sampled slices are shifted. ``--val-shift-copies M`` adds
 M shifted copies of each validation patient (another seed) to the validation set that picks the
-checkpoint, so the choice weighs clean and shifted scans alike. The shipped default::
+checkpoint, so the choice weighs clean and shifted scans alike. The shipped ``lgg-site``
+(role ``other-sites``; training/SITE_SHIFT.md) was trained as::
 
-    python training/train_shipped.py --name lgg-site --continue-from lgg-fast \
-        --recipe robust-zscore --shift-copies 1 --val-shift-copies 1 --epochs 8 ...
+    python training/train_shipped.py --name lgg-site-shift --continue-from lgg-fast \
+        --recipe robust-zscore --shift-copies 1 --val-shift-copies 1 --epochs 8 \
+        --steps-per-epoch 50 --val-every 2 --minutes 60 --lr 0.0005 --warmup-steps 30 \
+        --threads 1 --device cpu --role none --out-root runs/models
+
+(``--deadline 10:48`` cut it to 158 steps on a busy shared machine; the control run is the same
+with ``--shift-copies 0``.)
 """
 
 from __future__ import annotations
@@ -93,7 +99,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--continue-from", default=None, help="a shipped/user model to continue from")
-    ap.add_argument("--role", default="default", choices=["default", "accurate", "none"])
+    ap.add_argument(
+        "--role", default="default", choices=["default", "accurate", "other-sites", "none"]
+    )
     ap.add_argument("--out-root", type=Path, default=models.SHIPPED_DIR)
     args = ap.parse_args()
 
