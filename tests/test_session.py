@@ -192,3 +192,42 @@ def test_segment_input_with_the_tiny_model(tiny_model_store):
     cancel = threading.Event()
     cancel.set()
     assert segment_input(inp, tiny_model_store, "cpu", False, 0.5, "none", cache, cancel) is None
+
+
+def test_scan_spacing_comes_from_the_file_or_another_readers_scale(tmp_path):
+    """A scan layer's spacing: this plugin's metadata, else a non-default scale or a ``.nii``
+    source (another NIfTI reader); LGG slices (folder or slice files) and plain layers: None."""
+    from napari_lggseg.layer_meta import Role, layer_kwargs, make_meta
+    from napari_lggseg.session import scan_spacing
+
+    viewer, _ = _viewer_with_patient()
+    assert scan_spacing(viewer.layers["P FLAIR"]) is None  # LGG: no spacing, whatever its scale
+    vol = np.zeros((4, 8, 8), np.float32)
+    meta = make_meta("CASE", Role.IMAGE, spacing=(3.0, 0.5, 0.5), sequence="FLAIR")
+    ours = viewer.add_image(vol, **layer_kwargs("CASE FLAIR", meta), scale=(3.0, 0.5, 0.5))
+    assert scan_spacing(ours) == (3.0, 0.5, 0.5)
+    theirs = viewer.add_image(vol, name="theirs", scale=(1.0, 0.9, 0.9))
+    assert scan_spacing(theirs) == (1.0, 0.9, 0.9)
+    assert scan_spacing(viewer.add_image(vol, name="plain")) is None
+    assert scan_spacing(None) is None
+
+
+def test_segment_input_resamples_thin_slices_of_a_scan(tiny_model_store):
+    """With a scan's spacing the run goes through geometry.segment_volume (thin slices
+    resampled for the network, said in the notes); without, the network sees the slices."""
+    from napari_lggseg.geometry import segment_volume
+    from napari_lggseg.inference import Segmenter
+    from napari_lggseg.patients import RunInput
+    from napari_lggseg.synthetic import make_synthetic_patient
+
+    image, _ = make_synthetic_patient(seed=3, n_slices=12, size=64)
+    inp = RunInput("S", image[..., 1], image[..., 0], image[..., 2])
+    cache: dict = {}
+    thin = segment_input(inp, tiny_model_store, "cpu", False, 0.5, "none", cache, spacing=(1, 1, 1))
+    assert thin.notes and "12 slices of 1 mm resampled to 3 slices" in thin.notes[0]
+    expected = segment_volume(
+        Segmenter.from_store(tiny_model_store, "cpu"), inp.volume(), (1, 1, 1)
+    )
+    np.testing.assert_array_equal(thin.seg.prob, expected.prob)
+    plain = segment_input(inp, tiny_model_store, "cpu", False, 0.5, "none", cache)
+    assert plain.notes == [] and plain.seg.prob.shape == thin.seg.prob.shape
