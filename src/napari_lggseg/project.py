@@ -27,9 +27,13 @@ import numpy as np
 
 from . import project_sources as sources
 from . import project_store as store
+from .project_order import OrderMixin
+from .project_rounds import RoundsMixin
 from .project_sources import CaseData, SavedEdit
 from .project_store import (  # noqa: F401  (re-exported: the project's public names)
+    NOT_OPENED,
     ORDERS,
+    STATUSES,
     CaseReadError,
     CaseRecord,
     ProjectError,
@@ -40,9 +44,6 @@ from .project_store import (  # noqa: F401  (re-exported: the project's public n
     Settings,
     StoredPrediction,
 )
-
-STATUSES = ("new", "predicted", "in review", "done")
-NOT_OPENED = ("new", "predicted")
 
 
 @dataclass
@@ -55,7 +56,7 @@ class OpenedCase:
     record: CaseRecord
 
 
-class Project:
+class Project(OrderMixin, RoundsMixin):
     """An open annotation project (holds its lock until :meth:`close`). Use :meth:`create` or
     :meth:`open`. Safe to call from a worker thread and the GUI thread at once."""
 
@@ -240,50 +241,10 @@ class Project:
             out = [self.record(i) for i in self.ordered_ids()]
         return out if show else [replace(r, dice=None) for r in out]
 
-    def set_order(self, order: str) -> None:
-        store.check_order(order)
-        with self._mutex:
-            self.settings.order = order
-        self._save_state_or_mark()
-
-    def ordered_ids(self) -> list[str]:
-        """Case ids as listed, or most uncertain first (cases without a score after, as listed)."""
-        with self._mutex:
-            ids = list(self._records)
-            if self.settings.order == "uncertain":
-                scores = {i: self._records[i].uncertainty for i in ids}
-                ids.sort(key=lambda i: (scores[i] is None, -(scores[i] or 0.0)))
-            return ids
-
     def _rec(self, case_id: str) -> CaseRecord:
         if case_id not in self._records:
             raise KeyError(f"{case_id}: not a case of the project in {self.folder}")
         return self._records[case_id]
-
-    def _workable(self, case_id: str) -> bool:
-        r = self._records[case_id]
-        return not (r.error or r.missing)
-
-    def next_case(self, after: str | None = None) -> str | None:
-        """The next case to work on in the chosen order: skips done, unreadable and missing cases
-        and wraps around, so no unfinished case is passed over; None when all are done."""
-        ids = self.ordered_ids()
-        start = ids.index(after) + 1 if after in ids else 0
-        for case_id in ids[start:] + ids[:start]:
-            r = self._records[case_id]
-            if case_id != after and self._workable(case_id) and r.status != "done":
-                return case_id
-        return None
-
-    def previous_case(self, before: str | None = None) -> str | None:
-        """The case before ``before`` in the chosen order, done ones included (going back is how
-        a person revisits what they just finished); no wrap-around."""
-        ids = self.ordered_ids()
-        stop = ids.index(before) if before in ids else len(ids)
-        for case_id in reversed(ids[:stop]):
-            if self._workable(case_id):
-                return case_id
-        return None
 
     # ----------------------------------------------------------------------- paths
 
@@ -523,51 +484,3 @@ class Project:
             "rounds": [asdict(r) for r in self.rounds],
             "cases": [r.to_json() for r in self._records.values()],
         }
-
-    # ----------------------------------------------------------------------- rounds (#19)
-
-    def done_cases(self) -> list[str]:
-        return [i for i, r in self._records.items() if r.status == "done"]
-
-    @property
-    def done_count_since_last_round(self) -> int:
-        """Done cases the last round did not learn from."""
-        seen = set(self.rounds[-1].trained_on) if self.rounds else set()
-        return sum(1 for i in self.done_cases() if i not in seen)
-
-    def round_due(self) -> bool:
-        k = self.settings.round_every
-        return k > 0 and self.done_count_since_last_round >= k
-
-    def record_round(self, model: str, trained_on, parent: str | None = None) -> Round:
-        """A round made ``model`` from ``trained_on``; it becomes the project's current model."""
-        with self._mutex:
-            r = Round(model, parent or self.current_model, list(trained_on))
-            self.rounds.append(r)
-            self.current_model = model
-        self._save_state_or_mark()
-        return r
-
-    def cases_to_repredict(self) -> list[str]:
-        """Cases not yet opened without a prediction from the current model (the one the
-        project predicts with: the first one used, then each round's), in order."""
-        with self._mutex:
-            return [
-                i
-                for i in self.ordered_ids()
-                if self._workable(i)
-                and self._records[i].status in NOT_OPENED
-                and (self.current_model is None or self._records[i].model != self.current_model)
-            ]
-
-    def use_model(self, model: str) -> None:
-        """Predict with ``model`` from now on (the person chose another one): the cases not yet
-        opened show up in :meth:`cases_to_repredict`."""
-        with self._mutex:
-            self.current_model = model
-        self._save_state_or_mark()
-
-    def record_model(self, case_id: str, model: str) -> None:
-        with self._mutex:
-            self._rec(case_id).model = model
-        self._save_state_or_mark()

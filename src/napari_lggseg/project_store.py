@@ -326,6 +326,8 @@ def load_prediction(path: Path) -> StoredPrediction:
 # --------------------------------------------------------------------------- the case table
 
 ORDERS = ("listed", "uncertain")
+STATUSES = ("new", "predicted", "in review", "done")
+NOT_OPENED = ("new", "predicted")  # statuses of a case nobody has opened yet
 
 
 def check_order(order: str) -> None:

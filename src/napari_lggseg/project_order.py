@@ -1,0 +1,51 @@
+"""The worklist's order: as listed or most uncertain first, next and previous case. No Qt.
+
+A mixin of :class:`napari_lggseg.project.Project` (it uses the project's case table, mutex and
+settings), kept apart so that the project module stays one screenful of concerns.
+"""
+
+from __future__ import annotations
+
+from . import project_store as store
+
+
+class OrderMixin:
+    def set_order(self, order: str) -> None:
+        store.check_order(order)
+        with self._mutex:
+            self.settings.order = order
+        self._save_state_or_mark()
+
+    def ordered_ids(self) -> list[str]:
+        """Case ids as listed, or most uncertain first (cases without a score after, as listed)."""
+        with self._mutex:
+            ids = list(self._records)
+            if self.settings.order == "uncertain":
+                scores = {i: self._records[i].uncertainty for i in ids}
+                ids.sort(key=lambda i: (scores[i] is None, -(scores[i] or 0.0)))
+            return ids
+
+    def _workable(self, case_id: str) -> bool:
+        r = self._records[case_id]
+        return not (r.error or r.missing)
+
+    def next_case(self, after: str | None = None) -> str | None:
+        """The next case to work on in the chosen order: skips done, unreadable and missing cases
+        and wraps around, so no unfinished case is passed over; None when all are done."""
+        ids = self.ordered_ids()
+        start = ids.index(after) + 1 if after in ids else 0
+        for case_id in ids[start:] + ids[:start]:
+            r = self._records[case_id]
+            if case_id != after and self._workable(case_id) and r.status != "done":
+                return case_id
+        return None
+
+    def previous_case(self, before: str | None = None) -> str | None:
+        """The case before ``before`` in the chosen order, done ones included (going back is how
+        a person revisits what they just finished); no wrap-around."""
+        ids = self.ordered_ids()
+        stop = ids.index(before) if before in ids else len(ids)
+        for case_id in reversed(ids[:stop]):
+            if self._workable(case_id):
+                return case_id
+        return None
