@@ -10,8 +10,11 @@ from conftest import REPO_ROOT
 
 from napari_lggseg import lgg_io, metrics, models
 from napari_lggseg.inference import Segmenter
+from napari_lggseg.model_cards import is_interactive
 
-SHIPPED = [i.name for i in models.list_models() if i.shipped]
+SHIPPED = [  # the automatic shipped models (click models cannot segment alone)
+    i.name for i in models.list_models() if i.shipped and not is_interactive(i.card)
+]
 SPLITS = json.loads((REPO_ROOT / "training" / "splits.json").read_text())
 # a test-split patient with all three sequences, and the test split's largest tumour for a
 # FLAIR-only check (chosen by id, never by how the model does on them)
@@ -79,3 +82,15 @@ def test_other_site_model_holds_up_on_a_skull_stripped_z_scored_scan(name, kaggl
     assert (image < -0.5).mean() > 0.3, "a negative background, as z-scored scans have"
     seg = Segmenter.from_store(name, device="cpu").segment(image)
     assert metrics.dice(seg.mask, mask) >= 0.7
+
+
+def test_a_click_model_is_never_a_base_for_fine_tuning():
+    """The click model needs three more input channels: fine-tuning it as an automatic model
+    would fail deep in training on a shape mismatch; it is refused up front instead."""
+    from napari_lggseg import finetune
+
+    clicks = [i.name for i in models.list_models() if i.shipped and is_interactive(i.card)]
+    if not clicks:
+        pytest.skip("no click model shipped")
+    with pytest.raises(models.ModelError, match="click correction model"):
+        finetune.fine_tune(clicks[0], volumes=[])

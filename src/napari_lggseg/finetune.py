@@ -10,6 +10,7 @@ import torch
 
 from . import models, training
 from .distributed import rank_and_world
+from .model_cards import is_interactive
 from .preprocess import Recipe
 from .train_data import TrainVolume
 from .training import StopReason, TrainConfig, TrainResult
@@ -142,6 +143,10 @@ def fine_tune(
     and gets a fresh versioned name unless ``name`` is free. When the store cannot take it,
     :class:`ModelNotStored` says where the complete copy went.
     """
+    if is_interactive(models.get_model(base).card):
+        raise models.ModelError(
+            f"{base}: a click correction model; fine-tune an automatic model (e.g. lgg-fast)"
+        )
     net, info = models.load_model(base)
     recipe = Recipe.from_dict(info.card["preprocessing"])
     cfg = config or fine_tune_config(len(volumes))

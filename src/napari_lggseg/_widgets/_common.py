@@ -14,10 +14,12 @@ from ..layer_meta import unwrap_viewer
 
 
 def model_choices() -> list[tuple[str, str]]:
-    """Every model in the store as (label with its validation Dice, name)."""
+    """Every automatic model in the store as (label with its validation Dice, name); click
+    correction models cannot segment on their own, so they are not offered."""
+    from ..model_cards import is_interactive
     from ..models import list_models
 
-    return [(info.label(), info.name) for info in list_models()]
+    return [(info.label(), info.name) for info in list_models() if not is_interactive(info.card)]
 
 
 def default_model(names) -> str | None:
