@@ -296,6 +296,12 @@ def saved_work(folder: str | os.PathLike) -> str | None:
         edited = any(p.stat().st_mtime > saved_at + 1.0 for p in masks)
     except (OSError, ValueError):
         return "corrections whose sidecar cannot be read"
+    return work_in_sidecar(meta, edited, "a prediction whose masks were edited after it was saved")
+
+
+def work_in_sidecar(meta, edited: bool, edited_note: str) -> str | None:
+    """What a saved mask's sidecar says of a person's work (LGG corrections and NIfTI masks share
+    its fields), or None for an unreviewed prediction nobody edited (``edited_note`` if edited)."""
     if not isinstance(meta, dict):
         return "corrections whose sidecar cannot be read"
     reviewed = meta.get("reviewed_slices") or []
@@ -305,9 +311,7 @@ def saved_work(folder: str | os.PathLike) -> str | None:
         return f"corrections ({len(reviewed)} reviewed slice{'s' if len(reviewed) != 1 else ''})"
     if meta.get("kind") != "prediction":
         return "saved corrections"
-    if edited:
-        return "a prediction whose masks were edited after it was saved"
-    return None
+    return edited_note if edited else None
 
 
 def _check_writable_target(out: Path, source_folder: Path, patient_id: str) -> None:

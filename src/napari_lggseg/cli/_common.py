@@ -256,20 +256,6 @@ def find_inputs(paths) -> tuple[list[Case], list[str]]:
     return unique, bad
 
 
-def select_cases(cases: list[Case], ids: list[str] | None, where) -> list[Case]:
-    """The cases of the chosen patient / case ids, in the order given."""
-    if ids is None:
-        return cases
-    by_id = {c.name: c for c in cases}
-    unknown = [i for i in ids if i not in by_id]
-    if unknown:
-        raise CLIError(
-            f"patient {unknown[0]} not found in {', '.join(map(str, where))}"
-            + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
-        )
-    return [by_id[i] for i in dict.fromkeys(ids)]
-
-
 def _ids_from_json(path: str, key: str | None) -> list[str]:
     try:
         data = json.loads(Path(path).read_text())
@@ -305,11 +291,12 @@ def patient_ids(values) -> list[str] | None:
     return ids
 
 
-def select(folders: list[Path], ids: list[str] | None, where) -> list[Path]:
-    """The folders of the chosen patient ids, in the order given."""
+def select(items: list, ids: list[str] | None, where) -> list:
+    """The patient folders or cases (both named by ``.name``) of the chosen ids, in the order
+    given."""
     if ids is None:
-        return folders
-    by_id = {f.name: f for f in folders}
+        return items
+    by_id = {item.name: item for item in items}
     unknown = [i for i in ids if i not in by_id]
     if unknown:
         raise CLIError(

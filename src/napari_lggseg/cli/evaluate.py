@@ -17,7 +17,7 @@ from ._common import (
     patient_ids,
     print_table,
     segmenter,
-    select_cases,
+    select,
     warn,
     warnings_as_lines,
     write_csv,
@@ -162,7 +162,7 @@ def _no_truth_error(skipped: list[str]) -> CLIError:
 
 def run(args) -> int:
     cases, failed = find_inputs(args.data)  # inputs holding no case count as failed
-    cases = select_cases(cases, patient_ids(args.patients), args.data)
+    cases = select(cases, patient_ids(args.patients), args.data)
     seg = segmenter(args)
     post = card_postprocess(seg, args.postprocess)
     print(

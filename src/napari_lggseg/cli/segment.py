@@ -76,7 +76,7 @@ def add_parser(subparsers) -> None:
 
 def _scan_saved_work(folder: Path, case_id: str) -> str | None:
     """:func:`lgg_io.saved_work` for a folder of masks saved by ``scan_masks.save_mask``."""
-    from .. import scan_io
+    from .. import lgg_io, scan_io
     from ..scan_masks import mask_paths
 
     if not scan_io.is_mask_folder(folder):
@@ -92,16 +92,9 @@ def _scan_saved_work(folder: Path, case_id: str) -> str | None:
         edited = mask_file.stat().st_mtime > sidecar.stat().st_mtime + 1.0
     except (OSError, ValueError):
         return "corrections whose sidecar cannot be read"
-    if not isinstance(meta, dict):
-        return "corrections whose sidecar cannot be read"
-    reviewed = meta.get("reviewed_slices") or []
-    if meta.get("whole_volume_reviewed"):
-        return "corrections of the whole volume"
-    if reviewed:
-        return f"corrections ({len(reviewed)} reviewed slice{'s' if len(reviewed) != 1 else ''})"
-    if meta.get("kind") != "prediction":
-        return "saved corrections"
-    return "a prediction whose mask was edited after it was saved" if edited else None
+    return lgg_io.work_in_sidecar(
+        meta, edited, "a prediction whose mask was edited after it was saved"
+    )
 
 
 def saved_work(folder: Path, case_id: str) -> str | None:
