@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import sys
 import warnings
@@ -307,6 +308,24 @@ def select(items: list, ids: list[str] | None, where) -> list:
 
 
 # --------------------------------------------------------------------------- engine
+
+
+def add_spacing_option(p, purpose: str = "") -> None:
+    """``--spacing Z Y X``: the voxel size of LGG TIFF folders, which carry none."""
+    p.add_argument(
+        "--spacing",
+        nargs=3,
+        type=float,
+        metavar=("Z", "Y", "X"),
+        default=(1.0, 1.0, 1.0),
+        help=f"voxel spacing in mm of LGG TIFF folders{', ' + purpose if purpose else ''} (they "
+        "carry none; default 1 1 1); NIfTI cases always use their own",
+    )
+
+
+def check_spacing(args) -> None:
+    if not all(math.isfinite(s) and s > 0 for s in args.spacing):
+        raise CLIError(f"--spacing {' '.join(map(str, args.spacing))}: give three positive mm")
 
 
 def add_engine_options(p, postprocess_help: str) -> None:

@@ -12,7 +12,6 @@ is the case's label file (``*_seg.nii.gz``).
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
@@ -21,7 +20,9 @@ from ._common import (
     CLIError,
     ProgressBar,
     add_engine_options,
+    add_spacing_option,
     card_postprocess,
+    check_spacing,
     fmt,
     patient_folders,
     segmenter,
@@ -51,15 +52,7 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--corrections", metavar="DIR", help="folder of corrections folders, DIR/<patient>"
     )
-    p.add_argument(
-        "--spacing",
-        nargs=3,
-        type=float,
-        metavar=("Z", "Y", "X"),
-        default=(1.0, 1.0, 1.0),
-        help="voxel spacing in mm of LGG TIFF folders (they carry none; default 1 1 1); "
-        "NIfTI cases always use their own",
-    )
+    add_spacing_option(p)
     p.add_argument("--out", required=True, metavar="FILE.csv")
     p.add_argument(
         "--threshold", type=float, default=0.5, help="with --masks predicted (default 0.5)"
@@ -69,8 +62,7 @@ def add_parser(subparsers) -> None:
 
 
 def _check_args(args, folders: list[Path]) -> Path:
-    if not all(math.isfinite(s) and s > 0 for s in args.spacing):
-        raise CLIError(f"--spacing {' '.join(map(str, args.spacing))}: give three positive mm")
+    check_spacing(args)
     if args.masks == "corrections" and not args.corrections:
         raise CLIError("--masks corrections needs --corrections DIR (its DIR/<patient> folders)")
     if args.corrections and args.masks != "corrections":

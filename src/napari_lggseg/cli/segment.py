@@ -13,7 +13,9 @@ from ._common import (
     CLIError,
     ProgressBar,
     add_engine_options,
+    add_spacing_option,
     card_postprocess,
+    check_spacing,
     find_inputs,
     fmt,
     segmenter,
@@ -58,15 +60,7 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--threshold", type=float, default=0.5, help="probability threshold (default 0.5)"
     )
-    p.add_argument(
-        "--spacing",
-        nargs=3,
-        type=float,
-        metavar=("Z", "Y", "X"),
-        default=(1.0, 1.0, 1.0),
-        help="voxel spacing in mm of LGG TIFF folders, for the volume in mL (they carry none; "
-        "default 1 1 1); NIfTI cases always use their own",
-    )
+    add_spacing_option(p, "for the volume in mL")
     add_engine_options(p, "default: the model card's method, else min-size")
     p.set_defaults(run=run)
 
@@ -284,8 +278,7 @@ def _row(case_id, result, d, spacing, flagged, written: Path, notes, voxel_mm3=N
 def _check_args(args, out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise CLIError(f"{out_dir}: exists and is not a folder")
-    if not all(math.isfinite(s) and s > 0 for s in args.spacing):
-        raise CLIError(f"--spacing {' '.join(map(str, args.spacing))}: give three positive mm")
+    check_spacing(args)
 
 
 def run(args) -> int:
