@@ -589,7 +589,7 @@ def test_a_nifti_project_saves_masks_on_the_scans_grid_and_survives_a_relink(tmp
     import nibabel as nib
     from nifti_cases import affine_for, write_case
 
-    from napari_lggseg.scan_io import read_case
+    from napari_lggseg.cases import read_case
 
     data = tmp_path / "scans"
     affine = affine_for("LPS", spacing=(1.0, 1.0, 3.0), shape=(32, 32, 12))
@@ -623,3 +623,47 @@ def test_a_nifti_project_saves_masks_on_the_scans_grid_and_survives_a_relink(tmp
         np.testing.assert_array_equal(opened.edit.mask, edit)
         assert opened.edit.reviewed_slices == [2] and opened.data.spacing[0] == pytest.approx(3.0)
         assert read_case(tmp_path / "moved" / "Case_A").shape == opened.edit.mask.shape
+
+
+# --------------------------------------------------------------------------- what the widget needs
+
+
+def test_settings_of_the_view_are_kept_in_the_project_file(project):
+    project.set_show_dice(True)
+    project.set_round_every(0)
+    with pytest.raises(ValueError, match="k >= 0"):
+        project.set_round_every(-1)
+    project.close()
+    with Project.open(project.folder) as again:
+        assert again.settings.show_dice and again.settings.round_every == 0
+        assert not again.round_due()
+
+
+def test_a_case_read_ahead_is_not_read_again(project, monkeypatch):
+    """The widget reads the next case while it predicts it, then opens it from memory."""
+    reads = []
+    load = project.source.load
+    monkeypatch.setattr(project.source, "load", lambda cid: reads.append(cid) or load(cid))
+    data = project.load_case(IDS[1])
+    project.predict(IDS[1], FakeSegmenter(), data=data)
+    opened = project.open_case(IDS[1], data=data)
+    assert reads == [IDS[1]] and opened.data is data and opened.prediction is not None
+
+
+def test_a_closed_project_writes_nothing_more(project):
+    """A background prediction that ends after the project was closed must not write into a
+    folder whose lock it no longer holds."""
+    project.close()
+    state = project.folder / "lggseg_project.json"
+    before = state.read_bytes()
+    with pytest.raises(ProjectError, match="was closed"):
+        project.predict(IDS[0], FakeSegmenter())
+    project._save_state_or_mark()
+    assert state.read_bytes() == before and not project.prediction_path(IDS[0]).exists()
+
+
+def test_take_over_is_offered_only_for_a_holder_this_machine_cannot_check():
+    here = project_store.LockHolder(os.getpid(), socket.gethostname(), "me", "now", "t")
+    there = project_store.LockHolder(1, "other-machine", "ann", "now", "t")
+    assert project_store.may_take_over(there)
+    assert not project_store.may_take_over(here) and not project_store.may_take_over(None)

@@ -268,7 +268,8 @@ class Project(OrderMixin, RoundsMixin):
                 f"{case_id}: not found in the data source {self.source.root} (moved? relink it)"
             )
         try:
-            data = self.source.load(case_id)
+            with self._io:  # an adapter keeps the case it read last for its saves: one at a time
+                data = self.source.load(case_id)
         except CaseReadError as exc:
             with self._mutex:
                 record.error = str(exc)
@@ -285,10 +286,10 @@ class Project(OrderMixin, RoundsMixin):
             self._save_state_or_mark()
         return data
 
-    def open_case(self, case_id: str) -> OpenedCase:
+    def open_case(self, case_id: str, data: CaseData | None = None) -> OpenedCase:
         """Load a case for viewing with its prediction and its latest edit (the queued one if it
-        is not written yet); marks it in review."""
-        data = self.load_case(case_id)
+        is not written yet); marks it in review. ``data``: the case as read ahead (prefetch)."""
+        data = data if data is not None else self.load_case(case_id)
         prediction = self.prediction(case_id)
         edit = self.edit(case_id)
         with self._mutex:
@@ -313,15 +314,20 @@ class Project(OrderMixin, RoundsMixin):
         folder = self.correction_folder(case_id)
         if self.source.edit_info(folder) is None:
             return None
-        return self.source.read_edit(case_id, folder)
+        with self._io:
+            return self.source.read_edit(case_id, folder)
 
-    def predict(self, case_id: str, segmenter, progress=None, cancel=None) -> StoredPrediction:
-        """Run ``segmenter`` (an inference.Segmenter) on a case and keep the result in the
-        project; the row gets the model, uncertainty, volume and (hidden) Dice."""
+    def predict(
+        self, case_id: str, segmenter, progress=None, cancel=None, data: CaseData | None = None
+    ) -> StoredPrediction:
+        """Run ``segmenter`` (an inference.Segmenter) on a case (``data``: as read already) and
+        keep the result in the project; the row gets the model, uncertainty, volume and (hidden)
+        Dice."""
         from .metrics import dice
         from .uncertainty import slice_uncertainty
 
-        data = self.load_case(case_id)
+        self._check_open()
+        data = data if data is not None else self.load_case(case_id)
         seg = self.source.segment(segmenter, data, progress, cancel)
         pred = StoredPrediction(
             mask=seg.mask.astype(np.uint8),
@@ -346,6 +352,7 @@ class Project(OrderMixin, RoundsMixin):
             self._unsaved_predictions[case_id] = pred  # open_case finds it even if unwritten
             self._dirty = True
         with self._io:
+            self._check_open()  # closed while the network ran: the lock is gone, write nothing
             try:
                 self.prediction_path(case_id).parent.mkdir(exist_ok=True)
                 store.save_prediction(self.prediction_path(case_id), pred)
@@ -358,15 +365,6 @@ class Project(OrderMixin, RoundsMixin):
                     del self._unsaved_predictions[case_id]
             self._save_state_or_mark()
         return pred
-
-    def cases_to_prefetch(self, after: str | None = None, n: int = 2) -> list[str]:
-        """The next ``n`` cases after ``after`` (wrapping) that need a prediction from the
-        current model, for a background prefetch."""
-        with self._mutex:
-            ids = self.ordered_ids()
-            start = ids.index(after) + 1 if after in ids else 0
-            todo = set(self.cases_to_repredict())
-            return [i for i in ids[start:] + ids[:start] if i in todo and i != after][:n]
 
     def _set_volume(self, record: CaseRecord, mask: np.ndarray) -> None:
         record.volume_voxels = int(np.count_nonzero(mask))
@@ -461,8 +459,14 @@ class Project(OrderMixin, RoundsMixin):
         with contextlib.suppress(OSError):
             self._write_state()
 
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ProjectError(f"{self.folder}: the project was closed")
+
     def _write_state(self) -> None:
         with self._io:
+            if self.closed:  # a worker finishing after close: the lock may be someone else's
+                return
             with self._mutex:
                 state = self._state()
                 self._dirty = False

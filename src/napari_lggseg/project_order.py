@@ -1,4 +1,5 @@
-"""The worklist's order: as listed or most uncertain first, next and previous case. No Qt.
+"""The worklist's order (as listed or most uncertain first; next, previous and prefetched cases)
+and the person's other settings of the project. No Qt.
 
 A mixin of :class:`napari_lggseg.project.Project` (it uses the project's case table, mutex and
 settings), kept apart so that the project module stays one screenful of concerns.
@@ -14,6 +15,20 @@ class OrderMixin:
         store.check_order(order)
         with self._mutex:
             self.settings.order = order
+        self._save_state_or_mark()
+
+    def set_show_dice(self, show: bool) -> None:
+        """Show the Dice against the expert mask in :meth:`rows` (off by default: it biases)."""
+        with self._mutex:
+            self.settings.show_dice = bool(show)
+        self._save_state_or_mark()
+
+    def set_round_every(self, k: int) -> None:
+        """A fine-tuning round after every ``k`` done cases; 0 turns rounds off."""
+        if int(k) != k or k < 0:
+            raise ValueError(f"rounds come after every k done cases, k >= 0; got {k!r}")
+        with self._mutex:
+            self.settings.round_every = int(k)
         self._save_state_or_mark()
 
     def ordered_ids(self) -> list[str]:
@@ -49,3 +64,12 @@ class OrderMixin:
             if self._workable(case_id):
                 return case_id
         return None
+
+    def cases_to_prefetch(self, after: str | None = None, n: int = 2) -> list[str]:
+        """The next ``n`` cases after ``after`` (wrapping) that need a prediction from the
+        current model, for a background prefetch."""
+        with self._mutex:
+            ids = self.ordered_ids()
+            start = ids.index(after) + 1 if after in ids else 0
+            todo = set(self.cases_to_repredict())
+            return [i for i in ids[start:] + ids[:start] if i in todo and i != after][:n]

@@ -179,6 +179,13 @@ def _pid_alive(holder: LockHolder) -> bool:
     return True
 
 
+def may_take_over(holder: LockHolder | None) -> bool:
+    """Whether a person may be offered to break ``holder``'s lock: only when this machine cannot
+    tell that its process is alive (it runs on another host). A dead holder on this host needs no
+    offer, :func:`acquire_lock` takes its lock over; a live one on this host keeps it."""
+    return holder is not None and holder.host != socket.gethostname()
+
+
 def read_lock(folder: Path) -> LockHolder | None:
     """The lock's holder, None when there is no lock. Locks are never written in part, so an
     unreadable one is damaged: it reads as a dead holder on this host, to be taken over."""
