@@ -179,7 +179,7 @@ def test_painted_slices_never_change(click_model, patient):
     assert after[zc].any()  # the click did act on its own slice
     assert not after[zc - 1].any() and not after[zc + 1].any()
     assert zc - 1 not in session.changed_slices
-    with pytest.raises(ClickIgnored, match="painted by hand: the paint wins"):
+    with pytest.raises(ClickIgnored, match="painted by hand .*the paint wins"):
         session.add_click(zc + 1, y, x, positive=True)
     assert np.array_equal(session.mask, after) and len(session.clicks) == 1
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .layer_meta import META_KEY, PLUGIN, Role, read_meta
+from .layer_meta import META_KEY, PLUGIN, Role, read_meta, sidecar_fields
 from .lgg_io import SIDECAR, LGGWriteError, write_corrections
 
 # Errors leave this module as LGGWriteError (an OSError): napari's save swallows a writer's
@@ -62,6 +62,7 @@ def write_labels(path: str, data, meta: dict) -> list[str]:
             reviewed_slices=lgg.get("reviewed_slices") or (),
             model=lgg.get("model"),
             whole_volume_reviewed=bool(lgg.get("whole_volume_reviewed", False)),
+            extra=sidecar_fields(lgg),
         )
     except ValueError as exc:  # LGGFormatError: wrong shape, images moved, bad slice indices
         raise LGGWriteError(f"cannot save layer '{name}' to {out}: {exc}") from exc
@@ -121,6 +122,7 @@ def _write_scan_mask(out: Path, data, lgg: dict, name: str) -> list[str]:
             reviewed_slices=lgg.get("reviewed_slices") or (),
             model=lgg.get("model"),
             whole_volume_reviewed=bool(lgg.get("whole_volume_reviewed", False)),
+            extra=sidecar_fields(lgg),
         )
     except ValueError as exc:  # ScanFormatError: source moved or changed, wrong shape
         raise LGGWriteError(f"cannot save layer '{name}' to {out}: {exc}") from exc

@@ -4,8 +4,8 @@ The interactive network is the automatic U-Net with three more input channels (D
 DeepGrow style): a positive-click map, a negative-click map (Gaussians on the network's grid,
 fading over neighbouring slices) and the current mask. A click recomputes only the slices within
 ``window`` of it, merges them into the mask, and never changes a slice painted by hand; every
-click can be undone exactly. The first mask comes from the automatic model (the card's
-``first_step``) unless the caller gives one. No Qt, no napari.
+click can be undone exactly (a slice painted since keeps its paint). The first mask comes from
+the automatic model (the card's ``first_step``) unless the caller gives one. No Qt, no napari.
 """
 
 from __future__ import annotations
@@ -24,6 +24,20 @@ from .preprocess import Recipe, prepare, prepare_mask, restore
 
 class ClickIgnored(ValueError):
     """A click that changes nothing, and why (outside the volume or the head, a painted slice)."""
+
+
+def check_click(z: int, y: int, x: int, shape, locked=()) -> None:
+    """Raise :class:`ClickIgnored` when a click at voxel (z, y, x) of a (Z, H, W) volume cannot
+    apply: outside the volume, or on a slice painted by hand (``locked``). The one wording of
+    both, for the session and the viewer (which checks before queueing a click)."""
+    if not all(0 <= c < n for c, n in zip((z, y, x), shape)):
+        raise ClickIgnored(
+            f"click at ({z}, {y}, {x}) is outside the volume {tuple(shape)}: ignored"
+        )
+    if z in locked:
+        raise ClickIgnored(
+            f"slice {z} was painted by hand (or marked reviewed): the paint wins, click ignored"
+        )
 
 
 @dataclass(frozen=True)
@@ -168,6 +182,7 @@ class ClickSession:
         self._segmenters: dict = {}
         self._mask: np.ndarray | None = None
         self._history: list[_Step] = []
+        self.last_changed: tuple[int, ...] = ()  # slices the last click or undo changed
 
     # ------------------------------------------------------------------ state
     @property
@@ -211,7 +226,7 @@ class ClickSession:
         self._grid_mask = (prepare_mask(mask, geom) >= 0.5).astype(np.float32)
         self._mask = mask.copy()
         self._locked = {int(z) for z in locked_slices if 0 <= int(z) < geom.shape[0]}
-        self._history = []
+        self._history, self.last_changed = [], ()
         return self._mask.copy()
 
     def _first_step(self, volume: np.ndarray) -> np.ndarray:
@@ -226,6 +241,26 @@ class ClickSession:
         """Mark more slices as painted by hand (clicks never change them)."""
         self._locked |= {int(z) for z in slices}
 
+    @property
+    def locked_slices(self) -> list[int]:
+        return sorted(self._locked)
+
+    def set_locked(self, slices) -> None:
+        """The slices painted by hand now (an undone stroke unlocks its slice again)."""
+        self._require_started()
+        self._locked = {int(z) for z in slices if 0 <= int(z) < self._geom.shape[0]}
+
+    def set_slices(self, slices, values) -> None:
+        """Take ``values[i]`` as slice ``slices[i]`` of the mask (the person painted it, or
+        undid a stroke), so the next click sees the mask as it is on screen; no undo step."""
+        self._require_started()
+        g = self._geom
+        for z, plane in zip(slices, values):
+            z = int(z)
+            self._mask[z] = np.asarray(plane) > 0
+            if g.z0 <= z < g.z1:
+                self._set_window(z, self._mask[z : z + 1])
+
     # ------------------------------------------------------------------ clicks
     def add_click(self, z: int, y: int, x: int, positive: bool = True) -> np.ndarray:
         """Apply a click at voxel (z, y, x); raises :class:`ClickIgnored` (with the reason) when
@@ -235,14 +270,12 @@ class ClickSession:
         gy, gx = self._to_grid(z, y, x)
         click = (z, y, x, positive)
         self._history.append(self._apply(click, gy, gx))
+        self.last_changed = self._history[-1].changed
         return self._mask.copy()
 
     def _to_grid(self, z: int, y: int, x: int) -> tuple[float, float]:
         g = self._geom
-        if not all(0 <= c < n for c, n in zip((z, y, x), g.shape)):
-            raise ClickIgnored(f"click at ({z}, {y}, {x}) is outside the volume {g.shape}: ignored")
-        if z in self._locked:
-            raise ClickIgnored(f"slice {z} was painted by hand: the paint wins, click ignored")
+        check_click(z, y, x, g.shape, self._locked)
         if not (g.z0 <= z < g.z1 and g.y0 <= y < g.y1 and g.x0 <= x < g.x1):
             raise ClickIgnored(f"click at ({z}, {y}, {x}) is outside the head: ignored")
         return self._grid_of(z, y, x)
@@ -298,11 +331,22 @@ class ClickSession:
 
     # ------------------------------------------------------------------ undo
     def undo(self) -> np.ndarray:
-        """Take back the last click: the mask before it, exactly (no click: the mask as is)."""
+        """Take back the last click: the mask before it, exactly (no click: the mask as is);
+        slices locked since the click keep what they hold now (the paint wins)."""
         self._require_started()
+        self.last_changed = ()
         if self._history:
             step = self._history.pop()
-            self._set_window(step.z0, step.old)
+            old = step.old.copy()
+            n = old.shape[0]
+            for zz in self._locked:
+                if step.z0 <= zz < step.z0 + n:
+                    old[zz - step.z0] = self._mask[zz]
+            now = self._mask[step.z0 : step.z0 + n]
+            self.last_changed = tuple(
+                step.z0 + i for i in range(n) if not np.array_equal(old[i], now[i])
+            )
+            self._set_window(step.z0, old)
             self._redraw_maps()
         return self._mask.copy()
 
@@ -319,4 +363,11 @@ class ClickSession:
         return (y - g.y0 + g.pad[0] + 0.5) * scale - 0.5, (x - g.x0 + g.pad[2] + 0.5) * scale - 0.5
 
 
-__all__ = ["ClickEncoding", "ClickIgnored", "ClickModel", "ClickSession", "make_interactive"]
+__all__ = [
+    "ClickEncoding",
+    "ClickIgnored",
+    "ClickModel",
+    "ClickSession",
+    "check_click",
+    "make_interactive",
+]

@@ -12,7 +12,9 @@ functions here, so the keys are spelled in one place. Keys:
   ``scan_source``: what the reader opened (the writer saves a mask on that scan's grid);
 * ``affine`` (4x4, nested lists) and ``spacing`` (per axis, mm), when the file gave them;
 * role-specific extras: ``sequence``/``missing_sequences`` (images); ``reviewed_slices``,
-  ``edited``, ``model``, ``corrections_folder``, ``whole_volume_reviewed`` (masks).
+  ``edited``, ``model``, ``corrections_folder``, ``whole_volume_reviewed``, ``clicks`` (masks:
+  the click corrections applied, ``[[z, y, x, positive], ...]`` voxel indices, which the writer
+  puts in the sidecar: :func:`sidecar_fields`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Role(str, Enum):
     GROUND_TRUTH = "ground truth"
     CORRECTIONS = "corrections"
     PREDICTION = "prediction"
+    CLICKS = "clicks"  # the Points layer of a mask's click corrections
 
     def __str__(self) -> str:  # f-strings and str() give the stored value
         return self.value
@@ -146,6 +149,15 @@ def spacing_of(layer) -> tuple[float, ...] | None:
     meta = read_meta(layer) or {}
     s = meta.get("spacing")
     return None if s is None else tuple(float(v) for v in s)
+
+
+def sidecar_fields(meta: Mapping) -> dict:
+    """What a mask's metadata adds to its saved sidecar beyond the review fields: ``clicks``
+    (``[[z, y, x, positive], ...]``, voxel indices) when click correction was used."""
+    clicks = meta.get("clicks")
+    if not clicks:
+        return {}
+    return {"clicks": [[int(z), int(y), int(x), bool(p)] for z, y, x, p in clicks]}
 
 
 def unwrap_viewer(viewer):

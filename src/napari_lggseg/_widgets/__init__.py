@@ -7,7 +7,7 @@ store and matplotlib load when it is built.
 
 from __future__ import annotations
 
-__all__ = ["FineTuneWidget", "SegmentWidget"]
+__all__ = ["ClicksWidget", "FineTuneWidget", "SegmentWidget"]
 
 
 def __getattr__(name: str):
@@ -19,4 +19,8 @@ def __getattr__(name: str):
         from ._finetune import FineTuneWidget
 
         return FineTuneWidget
+    if name == "ClicksWidget":
+        from ._clicks import ClicksWidget
+
+        return ClicksWidget
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
