@@ -161,6 +161,25 @@ def test_fine_tuning_from_the_cli_keeps_the_parents_post_processing(
     assert child.card["postprocessing"] == {"threshold": 0.4, "method": "largest"}
 
 
+def test_from_with_minutes_runs_the_round_with_that_budget(
+    parent_store, tiny_model_store, tmp_path, capsys
+):
+    """``lggseg train --from M --minutes N`` is the widget's and the project's round with an
+    N-minute budget: every other setting (learning rate, warm-up, BatchNorm, the anti-forgetting
+    terms) is the round's, not a from-scratch run's."""
+    from napari_lggseg.finetune import fine_tune_config
+
+    data = _patients(tmp_path / "data", n=2)
+    args = ["train", "--data", str(data), "--from", tiny_model_store, "--name", "child",
+            "--minutes", "0.02", "--device", "cpu"]  # fmt: skip
+    assert cli.main(args) == 0, capsys.readouterr()
+    used = models.get_model("child").card["hyperparameters"]
+    expected = fine_tune_config(2, device="cpu", minutes=0.02).to_dict()
+    expected["steps_per_epoch"] = None  # an epoch: one pass over the labelled slices
+    assert used == expected
+    assert used["minutes"] == 0.02 and used["epochs"] is None
+
+
 def test_fine_tune_keeps_a_model_the_store_cannot_take(
     parent_store, tiny_model_store, tmp_path, monkeypatch
 ):

@@ -70,6 +70,9 @@ class TrainConfig:
     augment: bool = True
     substitute: float = 0.4
     freeze_bn: bool | None = None  # None: freeze when fine-tuning on <= 8 volumes
+    # fine-tuning only (a new site without forgetting the old ones; see finetune.fine_tune_config)
+    l2sp: float = 0.0  # alpha of the penalty alpha * ||theta - theta_parent||^2 (L2-SP)
+    site_bn: float = 0.0  # BatchNorm statistics: this share from the new volumes' slices (0..1)
     patience: int | None = None  # epochs without a better validation Dice before stopping
     seed: int = 0
     device: str = "auto"
@@ -238,6 +241,55 @@ def _snapshot(model: nn.Module, device: torch.device | None = None) -> dict:
     }
 
 
+def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def site_batchnorm(
+    model: nn.Module, data: list[PreparedVolume], device, share: float = 1.0, seed: int = 0
+) -> int:
+    """Re-estimate BatchNorm statistics on every slice of ``data`` (labelled or not: a new
+    site's scans) and keep ``share`` of them, ``1 - share`` of the parent's (AdaBN). The
+    network's normalisation then matches the site's intensities before a gradient step is
+    taken. Slices are shuffled across volumes into batches. Returns the slices seen."""
+    bns = _batchnorms(model)
+    slices = [(i, z) for i, d in enumerate(data) for z in range(d.x.shape[0])]
+    if not bns or not slices or share <= 0:
+        return 0
+    old = [(m.running_mean.clone(), m.running_var.clone(), m.momentum) for m in bns]
+    was_training = model.training
+    model.eval()
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the batches
+        m.train()
+    order = np.random.default_rng(seed).permutation(len(slices))
+    for k in range(0, len(order), 32):
+        xb = torch.stack([data[slices[j][0]].x[slices[j][1]] for j in order[k : k + 32]])
+        xb = xb.float().to(device)
+        if device.type == "cpu":
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            model(xb)
+    for m, (mean, var, momentum) in zip(bns, old):
+        m.running_mean.mul_(share).add_(mean, alpha=1 - share)
+        m.running_var.mul_(share).add_(var, alpha=1 - share)
+        m.momentum = momentum
+    model.train(was_training)
+    return len(slices)
+
+
+def l2sp_penalty(model: nn.Module, anchor: dict[str, torch.Tensor], alpha: float) -> torch.Tensor:
+    """``alpha * sum ||theta - theta_parent||^2`` over the trained parameters (L2-SP, Li et al.
+    2018): fine-tuning may move the weights as far as the new site needs, not further."""
+    total = next(iter(anchor.values())).new_zeros(())
+    for name, p in model.named_parameters():
+        if name in anchor:
+            total = total + (p.float() - anchor[name]).pow(2).sum()
+    return alpha * total
+
+
 @dataclass
 class _Run:
     """What stays fixed during a run: processes, data, budget, network and optimizer."""
@@ -258,6 +310,7 @@ class _Run:
     net: nn.Module  # the model, or its DistributedDataParallel wrapper
     opt: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None
+    anchor: dict[str, torch.Tensor] | None = None  # the parent's weights, for L2-SP
 
     def validate(self) -> tuple[float | None, dict]:
         """Mean and per-patient validation Dice (None without validation patients)."""
@@ -297,10 +350,13 @@ def _setup(model, recipe, volumes, val_volumes, cfg: TrainConfig, fine_tune: boo
         net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     fp16 = device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    anchor = None
+    if fine_tune and cfg.l2sp > 0:  # before a resume loads later weights: the parent's
+        anchor = {k: p.detach().float().clone() for k, p in model.named_parameters()}
     return _Run(
         cfg, recipe, rank, world, device, data, val_data, pool, spe,
         cfg.epochs * spe if cfg.epochs else None, cfg.minutes * 60 if cfg.minutes else None,
-        freeze_bn, model, net, opt, torch.amp.GradScaler("cuda") if fp16 else None,
+        freeze_bn, model, net, opt, torch.amp.GradScaler("cuda") if fp16 else None, anchor,
     )  # fmt: skip
 
 
@@ -315,6 +371,8 @@ def train_step(run: _Run, step: int, fraction: float, rng, gen) -> tuple[float, 
     with autocast(run.device):
         logits = run.net(xb)
     loss = seg_loss(logits, yb, run.cfg.loss)
+    if run.anchor is not None:
+        loss = loss + l2sp_penalty(run.model, run.anchor, run.cfg.l2sp)
     problem = f"loss ({loss.item()})" if non_finite(loss, run.world, run.device) else None
     if problem is None and not backward_and_step(
         run.model, run.opt, run.scaler, loss, run.world, run.device
@@ -376,6 +434,29 @@ def _record_epoch(run: _Run, st: TrainState, losses, val_dice, per) -> tuple[dic
     return row, False
 
 
+def _run_epoch(run: _Run, st: TrainState, epoch: int, t_start: float, cancel, rng, gen, emit):
+    """The steps of one epoch: ``(losses, stop reason, its message)``; the reason stays
+    FINISHED unless the budget ran out, the run was cancelled or a step was not finite."""
+    losses: list[float] = []
+    for _ in range(run.steps_per_epoch):
+        elapsed, cancelled = shared_clock(
+            time.perf_counter() - t_start, is_cancelled(cancel), run.world, run.device
+        )
+        reason, why, fraction = _budget(run, st.step, elapsed, cancelled)
+        if reason is not None:
+            return losses, reason, why
+        loss, problem = train_step(run, st.step, fraction, rng, gen)
+        if problem is not None:
+            message = f"{problem}: stopped, kept the weights of step {st.step}"
+            return losses, StopReason.NON_FINITE, message
+        st.step += 1
+        losses.append(loss)
+        emit({"kind": "step", "epoch": epoch, "step": st.step, "loss": loss,
+              "steps_per_epoch": run.steps_per_epoch, "total_steps": run.total_steps,
+              "fraction": fraction})  # fmt: skip
+    return losses, StopReason.FINISHED, ""
+
+
 # --------------------------------------------------------------------------- the loop
 
 
@@ -412,6 +493,8 @@ def train(
     if not st.history:  # epoch 0: the model before training
         best_state = _record_before_training(run, st)
         emit({"kind": "epoch", **st.history[-1]})
+        if fine_tune and cfg.site_bn > 0:  # a resumed run has them in its weights already
+            site_batchnorm(model, run.data, run.device, cfg.site_bn, cfg.seed)
 
     t_start = time.perf_counter() - st.elapsed
     stopped, message = StopReason.FINISHED, ""
@@ -420,26 +503,7 @@ def train(
         run.net.train()
         if run.freeze_bn:  # again every epoch: validation puts BatchNorm back in training mode
             _bn_eval(model)
-        losses = []
-        for _ in range(run.steps_per_epoch):
-            elapsed, cancelled = shared_clock(
-                time.perf_counter() - t_start, is_cancelled(cancel), run.world, run.device
-            )
-            reason, why, fraction = _budget(run, st.step, elapsed, cancelled)
-            if reason is not None:
-                if reason is not StopReason.FINISHED:
-                    stopped, message = reason, why
-                break
-            loss, problem = train_step(run, st.step, fraction, rng, gen)
-            if problem is not None:
-                stopped = StopReason.NON_FINITE
-                message = f"{problem}: stopped, kept the weights of step {st.step}"
-                break
-            st.step += 1
-            losses.append(loss)
-            emit({"kind": "step", "epoch": epoch, "step": st.step, "loss": loss,
-                  "steps_per_epoch": run.steps_per_epoch, "total_steps": run.total_steps,
-                  "fraction": fraction})  # fmt: skip
+        losses, stopped, message = _run_epoch(run, st, epoch, t_start, cancel, rng, gen, emit)
         if run.world > 1:  # each rank's forward moved its own BatchNorm statistics: take rank 0's
             for b in model.buffers():
                 torch.distributed.broadcast(b, 0)

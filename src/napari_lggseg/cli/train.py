@@ -41,8 +41,14 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--name", help="name of the new model (default: <parent or lgg>-ft-<date-time>)")
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--epochs", type=int, help="number of epochs (default 10)")
-    budget.add_argument("--minutes", type=float, help="wall-clock budget instead of epochs")
+    budget.add_argument(
+        "--epochs", type=int, help="number of epochs (default 10; with --from, one round)"
+    )
+    budget.add_argument(
+        "--minutes",
+        type=float,
+        help="wall-clock budget instead of epochs (with --from: the round's, its other settings kept)",
+    )
     p.add_argument(
         "--val-fraction",
         type=float,
@@ -69,7 +75,7 @@ def add_parser(subparsers) -> None:
         "--lr",
         type=float,
         default=None,
-        help="peak learning rate (default 1e-3; with --from, the fine-tuning round's, 1e-4)",
+        help="peak learning rate (default 1e-3; with --from, the fine-tuning round's)",
     )
     p.set_defaults(run=run)
 
@@ -109,7 +115,7 @@ def run(args) -> int:
         + (f" ({', '.join(val_ids)})" if 0 < len(val_ids) <= 5 else "")
         + (f"; {world} processes" if world > 1 else "")
     )
-    cfg = _config(args, fine_tuning=parent is not None)
+    cfg = _config(args, fine_tuning=parent is not None, n_volumes=len(train_vols))
     command = shlex.join([PROG, *getattr(args, "argv", [])])
     printer, result = _EpochPrinter(say), None
     run_kw = dict(progress=printer, checkpoint=args.checkpoint, resume=args.resume)
@@ -142,22 +148,32 @@ def run(args) -> int:
             torch.distributed.destroy_process_group()
 
 
-def _config(args, fine_tuning: bool):
-    """The run's budget and hyper-parameters from the flags; with ``--from`` the learning rate
-    defaults to the fine-tuning round's."""
+def _config(args, fine_tuning: bool, n_volumes: int = 1):
+    """The run's budget and hyper-parameters from the flags. With ``--from`` it is the
+    fine-tuning round (:func:`finetune.fine_tune_config`, what the widget and a project run):
+    ``--minutes`` or ``--epochs`` replace only its budget (an epoch is then one pass over the
+    labelled slices), ``--lr``, ``--batch-size`` and ``--loss`` only what they name."""
     from ..finetune import fine_tune_config
     from ..training import TrainConfig
 
-    default_lr = fine_tune_config().lr if fine_tuning else TrainConfig.lr
-    return TrainConfig(
-        epochs=args.epochs,
-        minutes=args.minutes,
-        batch_size=args.batch_size,
-        lr=args.lr if args.lr is not None else default_lr,
-        loss=args.loss,
-        seed=args.seed,
-        device=args.device,
-    )
+    if not fine_tuning:
+        return TrainConfig(
+            epochs=args.epochs,
+            minutes=args.minutes,
+            batch_size=args.batch_size,
+            lr=args.lr if args.lr is not None else TrainConfig.lr,
+            loss=args.loss,
+            seed=args.seed,
+            device=args.device,
+        )
+    cfg = fine_tune_config(n_volumes, device=args.device, seed=args.seed, minutes=args.minutes)
+    if args.epochs:
+        cfg.epochs, cfg.minutes = args.epochs, None
+    if args.epochs or args.minutes:
+        cfg.steps_per_epoch = None
+    cfg.batch_size, cfg.loss = args.batch_size, args.loss
+    cfg.lr = args.lr if args.lr is not None else cfg.lr
+    return cfg
 
 
 def _volumes(args, say, fine_tuning: bool, train_data):
