@@ -5,7 +5,7 @@ What the issue measures: a 240 x 240 x 155 case (BraTS size: FLAIR, T1, T1ce, T2
 its peak resident memory; target <= 5 s per case and <= 1.5 GB on 2 slow (AVX2-only) cores.
 
 The worker runs, per case, exactly what ``lggseg segment`` runs for a NIfTI case:
-:func:`scan_io.read_case` -> :func:`geometry.segment_case` -> :func:`scan_masks.save_mask`
+:func:`cases.read_case` -> :func:`geometry.segment_case` -> :func:`scan_masks.save_mask`
 (a fresh output folder per case). ``--cli`` times the ``lggseg segment CASES... --out OUT``
 command itself instead, once it accepts NIfTI cases.
 
@@ -84,7 +84,8 @@ def worker(cases: list[str], out: str, model: str | None, threads: int, spacing)
     import torch
 
     torch.set_num_threads(threads)
-    from napari_lggseg import geometry, metrics, scan_io, scan_masks
+    from napari_lggseg import geometry, metrics, scan_masks
+    from napari_lggseg.cases import read_case
     from napari_lggseg.inference import Segmenter
 
     segmenter = Segmenter.from_store(model, device="cpu")
@@ -92,7 +93,7 @@ def worker(cases: list[str], out: str, model: str | None, threads: int, spacing)
     rows = []
     for n, path in enumerate(cases):
         t0, c0 = time.perf_counter(), time.process_time()
-        case = scan_io.read_case(path)
+        case = read_case(path)
         t1 = time.perf_counter()
         seg = geometry.segment_case(segmenter, case, slice_spacing=spacing)
         t2 = time.perf_counter()
@@ -123,13 +124,14 @@ def compare_spacing(cases: list[Path], spacings: list, model: str | None, thread
     import torch
 
     torch.set_num_threads(threads)
-    from napari_lggseg import geometry, metrics, scan_io
+    from napari_lggseg import geometry, metrics
+    from napari_lggseg.cases import read_case
     from napari_lggseg.inference import Segmenter
 
     segmenter = Segmenter.from_store(model, device="cpu")
     means = {str(sp): [] for sp in spacings}
     for path in cases:
-        case = scan_io.read_case(path)
+        case = read_case(path)
         if case.label is None:
             continue
         for sp in spacings:
@@ -166,17 +168,17 @@ def main(argv=None) -> int:
         print(json.dumps(worker(**job)))
         return 0
     if args.compare_spacing:
-        from napari_lggseg import scan_io
+        from napari_lggseg.cases import find_cases
 
         spacings = [_spacing(t) for t in args.compare_spacing.split(",")]
-        compare_spacing(scan_io.find_cases(args.cases), spacings, args.model, args.threads)
+        compare_spacing(find_cases(args.cases), spacings, args.model, args.threads)
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-nifti-") as tmp:
         tmp = Path(tmp)
         if args.cases:
-            from napari_lggseg import scan_io
+            from napari_lggseg.cases import find_cases
 
-            found = scan_io.find_cases(args.cases)
+            found = find_cases(args.cases)
             if not found:
                 raise SystemExit(f"{args.cases}: no NIfTI cases")
         else:

@@ -59,8 +59,9 @@ def main() -> None:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_lggseg import dicom_io, scan_io
+    from napari_lggseg import dicom_io
     from napari_lggseg._reader import case_layers
+    from napari_lggseg.cases import find_cases, read_case
 
     with tempfile.TemporaryDirectory() as tmp:
         study = write_study(args.case, Path(tmp) / args.case.name)
@@ -68,7 +69,7 @@ def main() -> None:
         viewer.window._qt_window.resize(900, 800)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if scan_io.find_cases(study):  # routed through scan_io: the reader opens it
+            if find_cases(study):  # routed through cases: the reader opens it
                 viewer.open(study, plugin="napari-lggseg")
             else:  # not routed yet: the layers the reader would give
                 for data, kwargs, kind in case_layers(
@@ -79,7 +80,7 @@ def main() -> None:
         print("\n".join(case.notes))
         app = QApplication.instance()
         flair = viewer.layers[f"{args.case.name} FLAIR"]
-        truth = np.asarray(scan_io.read_case(args.case).label)
+        truth = np.asarray(read_case(args.case).label)
         viewer.dims.set_point(0, int(truth.sum(axis=(1, 2)).argmax()))
         viewer.layers.selection = {flair}
         _settle(app)

@@ -18,7 +18,7 @@ import torch
 from conftest import REPO_ROOT, tree_hashes, write_lgg_patient
 from nifti_cases import affine_for, write_case, write_nifti
 
-from napari_lggseg import cli, lgg_io, scan_io, scan_masks
+from napari_lggseg import cases, cli, lgg_io, scan_io, scan_masks
 
 BRATS_ROOT = (REPO_ROOT / ".." / "shared" / "external" / "brats18").resolve()
 SHAPE = (40, 44, 30)  # file voxels (i, j, k)
@@ -138,7 +138,7 @@ def test_segment_writes_the_mask_on_the_scans_grid(
     saved = scan_masks.read_saved_mask(mask_file)
     assert saved.kind == "prediction" and saved.model == tiny_model_store
     assert saved.sidecar["flagged_slices"] == [int(n) - 1 for n in row["flagged_slices"].split()]
-    assert saved.mask.shape == scan_io.read_header(folder).shape
+    assert saved.mask.shape == cases.read_header(folder).shape
 
 
 def test_lgg_folders_and_nifti_cases_in_one_call(tiny_model_store, tmp_path, capsys):  # noqa: F811
@@ -192,7 +192,7 @@ def test_thin_slices_are_resampled_for_the_network_and_said(tiny_model_store, tm
 def test_nifti_corrections_are_never_replaced(tiny_model_store, tmp_path, capsys):  # noqa: F811
     folder = _case(tmp_path / "cases", "C1")
     out = tmp_path / "out"
-    case = scan_io.read_case(folder)
+    case = cases.read_case(folder)
     scan_masks.save_mask(case, case.label, out / "C1", kind="corrections", reviewed_slices=[3])
     before = tree_hashes(out / "C1")
     assert _segment([folder], out, tiny_model_store) == 0
@@ -361,12 +361,12 @@ def test_evaluate_goes_on_past_a_bad_case(tiny_model_store, tmp_path, capsys):  
 
 @pytest.mark.slow
 def test_real_brats_cases_through_lggseg_segment(tmp_path, capsys):
-    if not BRATS_ROOT.is_dir() or len(scan_io.find_cases(BRATS_ROOT)) < 2:
+    if not BRATS_ROOT.is_dir() or len(cases.find_cases(BRATS_ROOT)) < 2:
         pytest.skip(f"real BraTS cases not present at {BRATS_ROOT}")
     out = tmp_path / "out"
     assert _segment([BRATS_ROOT], out, "lgg-fast") == 0, capsys.readouterr().err
     rows = _read_csv(out / "segmentation.csv")
-    assert [r["patient"] for r in rows] == [p.name for p in scan_io.find_cases(BRATS_ROOT)]
+    assert [r["patient"] for r in rows] == [p.name for p in cases.find_cases(BRATS_ROOT)]
     for row in rows:
         case_id = row["patient"]
         flair = nib.load(BRATS_ROOT / case_id / f"{case_id}_flair.nii.gz")

@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO_ROOT, tree_hashes
 from nifti_cases import affine_for, phantom, world_of, write_nifti
 
-from napari_lggseg import dicom_io, scan_io
+from napari_lggseg import cases, dicom_io
 from napari_lggseg.scan_io import FLAIR_SEQ, POST, PRE, T2, ScanFormatError
 from napari_lggseg.scan_masks import save_mask
 
@@ -70,7 +70,7 @@ def test_series_reads_as_the_nifti_of_the_same_voxels(tmp_path, grid):
     affine = GRIDS[grid]
     volume = _volume(affine)
     folder = write_series(tmp_path / "dicom" / "P1", volume, affine, "AX T2 FLAIR")
-    from_nifti = scan_io.read_case(_nifti_twin(tmp_path, volume, affine))
+    from_nifti = cases.read_case(_nifti_twin(tmp_path, volume, affine))
     from_dicom = dicom_io.read_dicom_case(folder)
     assert np.allclose(from_dicom.affine, _sorted_along_normal(affine), atol=1e-4)
     assert np.allclose(from_dicom.model_affine, from_nifti.model_affine, atol=1e-4)
@@ -109,7 +109,7 @@ def test_a_study_gives_one_sequence_per_series_resampled_like_nifti(tmp_path):
     names = {FLAIR_SEQ: "flair", PRE: "t1", POST: "t1ce", T2: "t2"}
     for seq, (vol, aff) in volumes.items():
         write_nifti(nifti / f"P7_{names[seq]}.nii.gz", vol, aff, dtype=np.float32)
-    from_nifti = scan_io.read_case(nifti, all_sequences=True)
+    from_nifti = cases.read_case(nifti, all_sequences=True)
     case = dicom_io.read_dicom_case(root, all_sequences=True)
     assert case.case_id == "P7" and case.missing_sequences == ()
     assert np.allclose(case.model_affine, from_nifti.model_affine, atol=1e-4)
@@ -178,7 +178,7 @@ def test_mask_saved_for_a_dicom_case_reopens_aligned(tmp_path):
     assert int(img.header["sform_code"]) == 1 and int(img.header["qform_code"]) == 1
     assert np.array_equal(case.orientation.to_model(np.asarray(img.dataobj)), mask)
     # the NIfTI of the same voxels lies on the same grid: the mask overlays it too
-    assert np.allclose(scan_io.read_case(_nifti_twin(tmp_path, volume, affine)).affine, img.affine)
+    assert np.allclose(cases.read_case(_nifti_twin(tmp_path, volume, affine)).affine, img.affine)
     assert not any(p.suffix == ".gz" for p in folder.iterdir())  # nothing written into the series
 
 
@@ -307,7 +307,7 @@ def test_real_brats_case_as_dicom_segments_and_saves_like_its_nifti(tmp_path):
             BRATS_CASE / f"{cid}_{suffix}.nii.gz", root / suffix, description, number=n, study=study
         )
     case = dicom_io.read_dicom_case(root)
-    nifti = scan_io.read_case(BRATS_CASE)
+    nifti = cases.read_case(BRATS_CASE)
     assert case.case_id == cid and case.shape == nifti.shape == (155, 240, 240)
     assert np.allclose(case.model_affine, nifti.model_affine, atol=1e-4)
     assert np.array_equal(case.image, nifti.image) and case.missing_sequences == ()
@@ -323,7 +323,7 @@ def test_real_brats_case_as_dicom_segments_and_saves_like_its_nifti(tmp_path):
     assert dice(np.asanyarray(written.dataobj), truth) == pytest.approx(dice(seg.mask, nifti.label))
 
 
-# --------------------------------------------------------------------------- through scan_io
+# --------------------------------------------------------------------------- through cases
 
 
 def test_the_reader_opens_a_dicom_study_and_a_file_of_it(tmp_path):
@@ -338,7 +338,7 @@ def test_the_reader_opens_a_dicom_study_and_a_file_of_it(tmp_path):
     assert flair[1]["scale"] == pytest.approx((5.0, 0.9, 0.9))
     one_file = sorted((root / "s5").iterdir())[0]
     assert [k["name"] for _, k, _ in get_reader(str(one_file))()] == names
-    assert scan_io.case_files(root).files[FLAIR_SEQ].parent == root / "s3"
+    assert cases.case_files(root).files[FLAIR_SEQ].parent == root / "s3"
 
 
 def test_find_cases_and_read_header_route_dicom(tmp_path):
@@ -347,8 +347,8 @@ def test_find_cases_and_read_header_route_dicom(tmp_path):
     root = tmp_path / "root"
     write_series(root / "A" / "flair", volume, affine, "FLAIR", study=generate_uid())
     write_series(root / "B" / "flair", volume, affine, "FLAIR", study=generate_uid())
-    assert scan_io.find_cases(root) == [root / "A", root / "B"]
-    header = scan_io.read_header(root / "A")
+    assert cases.find_cases(root) == [root / "A", root / "B"]
+    header = cases.read_header(root / "A")
     assert header.case_id == "A" and np.allclose(header.affine, affine, atol=1e-4)
 
 

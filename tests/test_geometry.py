@@ -9,7 +9,7 @@ import pytest
 from nibabel import orientations as nio
 from nifti_cases import affine_for, lesion_in_model_orientation, write_case
 
-from napari_lggseg import geometry, scan_io
+from napari_lggseg import cases, geometry
 from napari_lggseg.geometry import Orientation
 
 # every way to store an axial-ish volume: the 48 axis orders and flips
@@ -54,8 +54,8 @@ def test_any_storage_gives_the_same_anatomy(tmp_path, codes, spacing, angle, not
     the file's axis order, flips, obliquity or voxel size."""
     shape = (40, 44, 36)
     folder = write_case(tmp_path / "C1", affine_for(codes, spacing, shape, angle), shape)
-    case = scan_io.read_case(folder)
-    header = scan_io.read_header(folder)  # what the writer uses: the same grid, no pixels
+    case = cases.read_case(folder)
+    header = cases.read_header(folder)  # what the writer uses: the same grid, no pixels
     assert header.shape == case.shape and np.allclose(header.model_affine, case.model_affine)
     z, y, x = (np.nonzero(case.label)[i].mean() for i in range(3))
     cz, cy, cx = ((s - 1) / 2 for s in case.shape)
@@ -115,9 +115,7 @@ class _ThresholdSegmenter:
 
 def test_segment_case_resamples_thin_slices_and_maps_back(tmp_path):
     shape = (40, 44, 120)  # 1 mm slices
-    case = scan_io.read_case(
-        write_case(tmp_path / "C2", affine_for("RAS", (2, 2, 1), shape), shape)
-    )
+    case = cases.read_case(write_case(tmp_path / "C2", affine_for("RAS", (2, 2, 1), shape), shape))
     seg = _ThresholdSegmenter()
     result = geometry.segment_case(seg, case, slice_spacing=4.0)
     assert seg.seen == [(30, 44, 40, 3)]  # 120 slices of 1 mm seen as 30 of 4 mm
@@ -133,9 +131,7 @@ def test_segment_case_resamples_thin_slices_and_maps_back(tmp_path):
 
 def test_segment_case_keeps_thick_slices(tmp_path):
     shape = (40, 44, 12)
-    case = scan_io.read_case(
-        write_case(tmp_path / "C3", affine_for("LPS", (2, 2, 5), shape), shape)
-    )
+    case = cases.read_case(write_case(tmp_path / "C3", affine_for("LPS", (2, 2, 5), shape), shape))
     seg = _ThresholdSegmenter()
     result = geometry.segment_case(seg, case)
     assert seg.seen == [(12, 44, 40, 3)]
@@ -145,9 +141,7 @@ def test_segment_case_keeps_thick_slices(tmp_path):
 def test_segment_volume_takes_a_layer_scale_and_training_sees_the_same_slices(tmp_path):
     """The widget's path (arrays + a layer's scale) and training's resampling match the case's."""
     shape = (40, 44, 120)
-    case = scan_io.read_case(
-        write_case(tmp_path / "C4", affine_for("LPS", (2, 2, 1), shape), shape)
-    )
+    case = cases.read_case(write_case(tmp_path / "C4", affine_for("LPS", (2, 2, 1), shape), shape))
     seg = _ThresholdSegmenter()
     by_case = geometry.segment_case(seg, case)
     by_volume = geometry.segment_volume(seg, case.image, (1.0, 2.0, 2.0))

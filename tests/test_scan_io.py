@@ -17,7 +17,7 @@ import pytest
 from conftest import REPO_ROOT, tree_hashes
 from nifti_cases import affine_for, phantom, world_of, write_case, write_nifti
 
-from napari_lggseg import scan_io, scan_masks
+from napari_lggseg import cases, scan_io, scan_masks
 from napari_lggseg.lgg_io import missing_sequences
 from napari_lggseg.scan_io import FLAIR_SEQ, LABEL, POST, PRE, T2, ScanFormatError
 from napari_lggseg.scan_masks import ScanWriteError, read_saved_mask, save_mask
@@ -65,41 +65,41 @@ def test_find_cases(tmp_path):
     one = _case(tmp_path, "A1")
     _case(tmp_path, "B2")
     root = one.parent
-    assert scan_io.find_cases(root) == [root / "A1", root / "B2"]
-    assert scan_io.find_cases(one) == [one]
+    assert cases.find_cases(root) == [root / "A1", root / "B2"]
+    assert cases.find_cases(one) == [one]
     flair = one / "A1_flair.nii.gz"
-    assert scan_io.find_cases(flair) == [flair]
+    assert cases.find_cases(flair) == [flair]
     (tmp_path / "notes.txt").write_text("x")
     (tmp_path / "empty").mkdir()
     for path in [tmp_path / "notes.txt", tmp_path / "empty", tmp_path / "missing", "", None, 12]:
-        assert scan_io.find_cases(path) == []
+        assert cases.find_cases(path) == []
     # saved masks are not cases
-    out = save_mask(scan_io.read_case(one), np.zeros(scan_io.read_case(one).shape), tmp_path / "o")
-    assert scan_io.is_mask_folder(out.parent) and scan_io.find_cases(out.parent) == []
+    out = save_mask(cases.read_case(one), np.zeros(cases.read_case(one).shape), tmp_path / "o")
+    assert scan_io.is_mask_folder(out.parent) and cases.find_cases(out.parent) == []
 
 
 def test_a_file_of_a_case_opens_the_case_and_a_lone_file_is_the_flair(tmp_path):
     folder = _case(tmp_path)
-    assert scan_io.case_files(folder / "C1_t1ce.nii.gz").files.keys() == {
+    assert cases.case_files(folder / "C1_t1ce.nii.gz").files.keys() == {
         FLAIR_SEQ,
         PRE,
         POST,
         T2,
         LABEL,
     }
-    whole = scan_io.case_files(folder / "C1_flair.nii.gz")  # the FLAIR of a case: the case
+    whole = cases.case_files(folder / "C1_flair.nii.gz")  # the FLAIR of a case: the case
     assert whole.case_id == "C1" and len(whole.files) == 5
     lone = tmp_path / "downloads" / "scan_42.nii.gz"
     lone.parent.mkdir()
     (folder / "C1_flair.nii.gz").rename(lone)
-    found = scan_io.case_files(lone)
+    found = cases.case_files(lone)
     assert found.files == {FLAIR_SEQ: lone} and found.case_id == "scan_42"
     named = lone.with_name("P7_flair.nii.gz")
     lone.rename(named)
-    assert scan_io.case_files(named).case_id == "P7"
+    assert cases.case_files(named).case_id == "P7"
     bare = named.with_name("FLAIR.nii.gz")
     named.rename(bare)
-    assert scan_io.case_files(bare).case_id == "downloads"
+    assert cases.case_files(bare).case_id == "downloads"
 
 
 # --------------------------------------------------------------------------- reading
@@ -107,7 +107,7 @@ def test_a_file_of_a_case_opens_the_case_and_a_lone_file_is_the_flair(tmp_path):
 
 def test_read_case_channels_label_spacing(tmp_path):
     folder = _case(tmp_path, codes="RAS", spacing=(3.2, 3.4, 5.0))
-    case = scan_io.read_case(folder, all_sequences=True)
+    case = cases.read_case(folder, all_sequences=True)
     assert case.case_id == "C1" and case.shape == (30, 44, 40)
     assert case.image.dtype == np.float32 and case.image.shape == (30, 44, 40, 3)
     assert case.spacing == pytest.approx((5.0, 3.4, 3.2))
@@ -118,18 +118,18 @@ def test_read_case_channels_label_spacing(tmp_path):
     means = [case.image[..., c][lesion].mean() for c in range(3)]
     assert means == pytest.approx([250, 700, 900], abs=25)
     assert T2 in case.others and case.others[T2].shape == case.shape
-    assert T2 not in scan_io.read_case(folder).others
+    assert T2 not in cases.read_case(folder).others
     assert case.files[FLAIR_SEQ] == folder / "C1_flair.nii.gz"
     np.testing.assert_allclose(case.affine, nib.load(folder / "C1_flair.nii.gz").affine)
 
 
 def test_missing_contrast_sequences_are_flair_copies(tmp_path):
-    case = scan_io.read_case(_case(tmp_path, sequences=("FLAIR", "pre-contrast")))
+    case = cases.read_case(_case(tmp_path, sequences=("FLAIR", "pre-contrast")))
     assert case.missing_sequences == (POST,)
     np.testing.assert_array_equal(case.image[..., 2], case.image[..., 1])
     assert missing_sequences(case.image) == (POST,)  # what inference and the CSV report
     assert any("post-contrast missing" in n for n in case.notes)
-    flair_only = scan_io.read_case(_case(tmp_path, "C2", sequences=("FLAIR",), label=False))
+    flair_only = cases.read_case(_case(tmp_path, "C2", sequences=("FLAIR",), label=False))
     assert flair_only.missing_sequences == (PRE, POST) and flair_only.label is None
 
 
@@ -140,7 +140,7 @@ def test_sequences_on_another_grid_are_resampled_onto_the_flair(tmp_path):
     aff[:3, 3] += [7.0, 0.0, 0.0]
     value, _ = phantom(world_of(aff, (60, 70, 50)), "post-contrast")
     write_nifti(folder / "C1_t1ce.nii.gz", value, aff, dtype=np.float32)
-    case = scan_io.read_case(folder)
+    case = cases.read_case(folder)
     assert any("resampled onto the FLAIR's grid" in n for n in case.notes)
     truth, _ = phantom(world_of(case.model_affine, case.shape), "post-contrast")
     inside = truth > 0
@@ -160,7 +160,7 @@ def test_scl_slope_and_inter_are_applied(tmp_path):
         f.seek(0)
         f.write(hdr.binaryblock)
     assert nib.load(path).dataobj.slope == 2.0  # nibabel moves the scaling onto its proxy
-    case = scan_io.read_case(folder)
+    case = cases.read_case(folder)
     expect = case.orientation.to_model(raw.astype(np.float32) * 2 + 10)
     np.testing.assert_allclose(case.image[..., 1], expect)
 
@@ -171,7 +171,7 @@ def test_singleton_fourth_axis_and_nifti2(tmp_path):
     value, lesion = phantom(world_of(aff, SHAPE))
     write_nifti(folder / "F1_flair.nii.gz", value[..., None], aff, nifti2=True)
     write_nifti(folder / "F1_seg.nii.gz", lesion[..., None], aff, dtype=np.uint8)
-    case = scan_io.read_case(folder)
+    case = cases.read_case(folder)
     assert case.shape == (30, 44, 40) and case.label.sum() == lesion.sum()
 
 
@@ -184,10 +184,10 @@ def test_large_volume_is_announced_before_reading(tmp_path, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error", scan_io.LargeScanWarning)  # a caller that stops there
         with pytest.raises(scan_io.LargeScanWarning, match="large volume .* GB of memory"):
-            scan_io.read_case(folder)
+            cases.read_case(folder)
     assert not read, "the warning comes before any voxels are read"
     with pytest.warns(scan_io.LargeScanWarning, match="C1_flair.nii.gz: a large volume"):
-        case = scan_io.read_case(folder)
+        case = cases.read_case(folder)
     assert read and any("large volume" in n for n in case.notes)
 
 
@@ -282,7 +282,7 @@ def test_bad_input_one_clear_message_naming_the_file(tmp_path, bad):
     name = breaker(folder)
     before = tree_hashes(tmp_path)
     with pytest.raises(ScanFormatError) as info:
-        scan_io.read_case(folder)
+        cases.read_case(folder)
     assert name in str(info.value) and words in str(info.value), str(info.value)
     assert tree_hashes(tmp_path) == before  # nothing written
 
@@ -339,7 +339,7 @@ def test_mask_round_trip_keeps_the_scans_geometry(
         sform_code=qs_codes[1],
         nifti2=nifti2,
     )
-    case = scan_io.read_case(folder)
+    case = cases.read_case(folder)
     out = tmp_path / "out" / "R1"
     path = save_mask(case, case.label, out, kind="corrections", reviewed_slices=[3, 4], model="m")
     assert path == out / "R1_mask.nii.gz" and (out / "R1_mask.json").is_file()
@@ -359,7 +359,7 @@ def test_mask_round_trip_keeps_the_scans_geometry(
 
 def test_save_mask_refusals(tmp_path):
     folder = _case(tmp_path)
-    case = scan_io.read_case(folder)
+    case = cases.read_case(folder)
     before = tree_hashes(tmp_path)
     with pytest.raises(ScanWriteError, match="holds the scans of C1"):
         save_mask(case, case.label, folder)
@@ -391,7 +391,7 @@ def _with_scan(tmp_path) -> Path:
 
 def test_saved_mask_whose_source_moved(tmp_path):
     folder = _case(tmp_path)
-    case = scan_io.read_case(folder)
+    case = cases.read_case(folder)
     save_mask(case, case.label, tmp_path / "out")
     folder.rename(tmp_path / "moved")
     with pytest.raises(ScanFormatError, match="does not exist"):
@@ -405,7 +405,7 @@ def test_saved_mask_whose_source_moved(tmp_path):
 def brats_cases():
     if not BRATS_ROOT.is_dir():
         pytest.skip(f"real BraTS cases not present at {BRATS_ROOT}")
-    return scan_io.find_cases(BRATS_ROOT)
+    return cases.find_cases(BRATS_ROOT)
 
 
 def test_real_brats_cases_read_segment_save_reopen(brats_cases, tmp_path):
@@ -416,7 +416,7 @@ def test_real_brats_cases_read_segment_save_reopen(brats_cases, tmp_path):
     assert len(brats_cases) == 2
     segmenter = Segmenter.from_store("lgg-fast", device="cpu")
     for folder in brats_cases:
-        case = scan_io.read_case(folder, all_sequences=True)
+        case = cases.read_case(folder, all_sequences=True)
         assert set(case.files) == {FLAIR_SEQ, PRE, POST, T2, LABEL}
         assert case.missing_sequences == () and case.shape == (155, 240, 240)
         assert case.spacing == (1.0, 1.0, 1.0) and case.notes == []

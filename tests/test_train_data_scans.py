@@ -11,7 +11,7 @@ import torch
 from conftest import write_lgg_patient
 from nifti_cases import affine_for, write_case
 
-from napari_lggseg import cli, geometry, models, scan_io, scan_masks
+from napari_lggseg import cases, cli, geometry, models, scan_io, scan_masks
 from napari_lggseg.preprocess import Recipe
 from napari_lggseg.train_data import (
     NothingToLearn,
@@ -37,7 +37,7 @@ def _thin_case(folder, label: bool = True):
 def test_a_label_file_makes_every_slice_labelled(tmp_path):
     folder = _thick_case(tmp_path / "cases" / "CASE_A")
     (vol,) = load_volumes(folder)
-    case = scan_io.read_case(folder)
+    case = cases.read_case(folder)
     assert vol.patient_id == "CASE_A" and vol.source == "expert" and vol.folder == folder
     assert list(vol.labelled_slices) == list(range(12))
     assert vol.image.shape == (12, *case.image.shape[1:]) and vol.image.dtype == np.float32
@@ -47,7 +47,7 @@ def test_a_label_file_makes_every_slice_labelled(tmp_path):
 
 def test_thin_slices_reach_training_as_inference_shows_them(tmp_path):
     folder = _thin_case(tmp_path / "cases" / "THIN")
-    case = scan_io.read_case(folder)
+    case = cases.read_case(folder)
     assert case.spacing[0] == pytest.approx(1.0) and case.image.shape[0] == 40
     (vol,) = volumes_from_path(folder)
     n_net = geometry.to_network_slices(case.image, case.spacing[0]).shape[0]
@@ -62,7 +62,7 @@ def test_thin_slices_reach_training_as_inference_shows_them(tmp_path):
 
 
 def _saved(tmp_path, case_folder, **kwargs):
-    case = scan_io.read_case(case_folder)
+    case = cases.read_case(case_folder)
     out = tmp_path / "masks" / case.case_id
     scan_masks.save_mask(case, case.label, out, **kwargs)
     return out

@@ -17,7 +17,7 @@ paired difference of each model to the first one (per patient, bootstrap 95 % CI
         --model lgg-fast+robust=lgg-fast:robust-zscore --model lgg-site=lgg-site --brats --report
 
 The two BraTS cases in ``../shared/external/brats18`` (``--brats``) are read with
-``scan_io.read_case`` and segmented with ``geometry.segment_case``: a sanity check, never a
+``cases.read_case`` and segmented with ``geometry.segment_case``: a sanity check, never a
 selection criterion.
 """
 
@@ -109,11 +109,11 @@ def evaluate_validation(
 
 
 def evaluate_brats(segs: dict[str, Segmenter], root: Path, resampled_only: bool = False) -> dict:
-    from napari_lggseg import scan_io
+    from napari_lggseg.cases import read_case
 
     rows: dict[str, list] = {label: [] for label in segs}
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        case = scan_io.read_case(folder)
+        case = read_case(folder)
         truth = np.asarray(case.label) > 0
         for label, seg in segs.items():
             for spacing in (geometry.DEFAULT_SLICE_SPACING, None)[: 1 if resampled_only else 2]:

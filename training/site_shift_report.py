@@ -147,7 +147,7 @@ def write_report(cache: Path, out: Path, labels: list[str] | None = None) -> Non
         "",
         "## BraTS-2018 cases (sanity check only, never used to choose)",
         "",
-        "Read with `scan_io.read_case`, segmented with `geometry.segment_case` (label > 0 = whole "
+        "Read with `cases.read_case`, segmented with `geometry.segment_case` (label > 0 = whole "
         "tumour, which is larger than the FLAIR abnormality the LGG masks outline in some cases).",
         "",
         *brats_table(runs),

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from . import scan_io
+from .cases import find_cases, read_case
 from .layer_meta import META_KEY, PLUGIN, Role, layer_kwargs, make_meta
 from .lgg_io import (
     SEQUENCES,
@@ -96,7 +97,7 @@ def _classify_nifti(path: Path) -> tuple[str | None, Path | None]:
         )
         if sidecar.is_file():
             return "nifti-mask", path
-    cases = scan_io.find_cases(path)
+    cases = find_cases(path)
     if not cases:
         return None, None
     return ("nifti", path) if cases == [path] else ("nifti-root", path)
@@ -233,7 +234,7 @@ _CHANNEL = {scan_io.PRE: 0, scan_io.FLAIR_SEQ: 1, scan_io.POST: 2}
 def read_nifti_path(path: Path, kind: str) -> list[tuple]:
     """Layer data for a NIfTI case, a folder of cases (its first) or a saved mask."""
     if kind == "nifti-root":
-        cases = scan_io.find_cases(path)
+        cases = find_cases(path)
         if not cases:
             raise scan_io.ScanFormatError(f"{path}: no NIfTI or DICOM cases in this folder")
         if len(cases) > 1:
@@ -244,7 +245,7 @@ def read_nifti_path(path: Path, kind: str) -> list[tuple]:
             )
         path, kind = cases[0], "nifti"
     if kind == "nifti":
-        case = scan_io.read_case(path, all_sequences=True)
+        case = read_case(path, all_sequences=True)
         _say_notes(case)
         return case_layers(case)
     from .scan_masks import read_saved_mask

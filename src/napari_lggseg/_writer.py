@@ -95,7 +95,8 @@ def _mask_kind(lgg: dict) -> str:
 
 
 def _write_scan_mask(out: Path, data, lgg: dict, name: str) -> list[str]:
-    from .scan_io import MASK_SUFFIX, ScanFormatError, read_header
+    from .cases import read_header
+    from .scan_io import MASK_SUFFIX, ScanFormatError
     from .scan_masks import mask_paths, save_mask
 
     case_id = lgg["patient_id"]

@@ -22,6 +22,7 @@ grid, so :func:`napari_lggseg.scan_masks.save_mask` saves masks as NIfTI on the 
 A case is a folder (walked, sub-folders included) whose files hold one or more series; its id is
 the folder's name. Which series is FLAIR, pre- or post-contrast T1 (or T2, for viewing) is
 :mod:`dicom_series`' part, from the headers alone; its names are re-exported here.
+:mod:`napari_lggseg.cases` chooses between this module and :mod:`scan_io` for a path.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dicom_series import (  # noqa: F401  (is_dicom_*, find_dicom_cases: what scan_io routes by)
+from .dicom_series import (  # noqa: F401  (re-exported: the DICOM names in one place)
     EXTRA,
     DicomError,
     DicomSupportMissing,
@@ -278,7 +279,7 @@ def read_dicom_header(path: str | os.PathLike, mapping: dict | None = None) -> S
 
 def dicom_case_files(path: str | os.PathLike, mapping: dict | None = None) -> CaseFiles:
     """Which series holds which sequence (first file of each), from the headers alone: what
-    :func:`scan_io.case_files` says of a NIfTI case (project worklists list cases with it)."""
+    :func:`scan_io.nifti_case_files` says of a NIfTI case (project worklists list cases with it)."""
     folder = _case_folder(path)
     chosen, _ = choose_series(folder, list_series(folder), mapping)
     return CaseFiles(folder.name, folder, _first_files(chosen))
@@ -303,8 +304,8 @@ def read_dicom_case(
     path: str | os.PathLike, mapping: dict | None = None, all_sequences: bool = False
 ) -> ScanCase:
     """Read a DICOM case folder (or the folder of a DICOM file) into a :class:`ScanCase` with
-    the channel order, orientation and affine of :func:`scan_io.read_case`; sequences on other
-    grids are resampled onto the FLAIR's. ``mapping`` names series per sequence (see
+    the channel order, orientation and affine of :func:`scan_io.read_nifti_case`; sequences on
+    other grids are resampled onto the FLAIR's. ``mapping`` names series per sequence (see
     :func:`choose_series`); ``all_sequences`` also reads a T2 into ``others``. Raises DicomError
     (a ScanFormatError) naming the folder."""
     folder = _case_folder(path)

@@ -111,7 +111,7 @@ def is_dicom_folder(path: str | os.PathLike, probe: int = 20, max_folders: int =
 
 
 def is_dicom_case(path: str | os.PathLike) -> bool:
-    """What :mod:`scan_io` hands to this module: a DICOM file, or a folder with DICOM files that
+    """What :mod:`cases` hands to :mod:`dicom_io`: a DICOM file, or a folder with DICOM files that
     is not a NIfTI case folder (NIfTI files directly in it win). Never raises."""
     try:
         path = Path(path)

@@ -169,11 +169,12 @@ class NiftiSource(CaseSource):
 
     def list_cases(self) -> list[str]:
         from . import scan_io
+        from .cases import case_files, find_cases
 
         self._paths = {}
-        for path in scan_io.find_cases(self.root):
+        for path in find_cases(self.root):
             try:
-                case_id = scan_io.case_files(path).case_id
+                case_id = case_files(path).case_id
             except (scan_io.ScanFormatError, OSError):
                 case_id = path.name  # check() reports why it cannot be read
             self._paths[case_id] = path
@@ -188,18 +189,20 @@ class NiftiSource(CaseSource):
 
     def check(self, case_id: str) -> None:
         from . import scan_io
+        from .cases import case_files
 
         try:
-            scan_io.case_files(self._path(case_id))
+            case_files(self._path(case_id))
         except (scan_io.ScanFormatError, OSError) as exc:
             raise CaseReadError(str(exc)) from exc
 
     def _case(self, case_id: str):
         from . import scan_io
+        from .cases import read_case
 
         if self._loaded is None or self._loaded[0] != case_id:
             try:
-                self._loaded = (case_id, scan_io.read_case(self._path(case_id)))
+                self._loaded = (case_id, read_case(self._path(case_id)))
             except (scan_io.ScanFormatError, OSError) as exc:
                 raise CaseReadError(str(exc)) from exc
         return self._loaded[1]

@@ -7,12 +7,15 @@ A *case* is one patient's scan: a case folder holding one file per sequence (Bra
 seg/mask/label), or a single file (the FLAIR unless named otherwise). FLAIR is required; a missing
 pre- or post-contrast T1 is replaced by the FLAIR, as the LGG set did and the models learnt.
 
-:func:`read_case` returns a :class:`ScanCase` whose arrays are in the model orientation of
+:func:`read_nifti_case` returns a :class:`ScanCase` whose arrays are in the model orientation of
 :mod:`geometry` -- ``(Z, Y, X)``: axial slices from foot to head, front at the top of each slice,
 patient's right on the left -- obtained from the file's voxels by axis permutations and flips
 only (no interpolation). Other sequences are resampled onto the FLAIR's grid through their
 affines when their grids differ. :func:`napari_lggseg.scan_masks.save_mask` maps a mask back to
 the FLAIR's voxel order and writes it with the FLAIR's exact header geometry.
+
+NIfTI only: :mod:`napari_lggseg.cases` chooses between this module and :mod:`dicom_io` (which
+builds this module's :class:`ScanCase` from DICOM), so this module imports no DICOM code.
 """
 
 from __future__ import annotations
@@ -106,28 +109,19 @@ def is_case_folder(path: str | os.PathLike) -> bool:
         return False
 
 
-def find_cases(path) -> list[Path]:
-    """The cases at ``path``: ``[path]`` for a NIfTI file or a case folder, the case folders
-    (sorted by name) for a folder of them, ``[]`` for anything else. Never raises: the reader
-    calls it to decide whether to claim a path."""
+def find_nifti_cases(path) -> list[Path]:
+    """The NIfTI cases at ``path``: ``[path]`` for a NIfTI file or a case folder, the case
+    folders (sorted by name) for a folder of them, ``[]`` for anything else. Never raises:
+    :func:`napari_lggseg.cases.find_cases` asks it before looking for DICOM."""
     try:
         path = Path(path)
         if path.is_file():
-            if is_nifti_name(path.name):
-                return [path]
-            from .dicom_io import find_dicom_cases
-
-            return find_dicom_cases(path)  # a DICOM file: its study or series folder
+            return [path] if is_nifti_name(path.name) else []
         if not path.is_dir():
             return []
         if is_case_folder(path):
             return [path]
-        cases = sorted(p for p in path.iterdir() if p.is_dir() and is_case_folder(p))
-        if cases:
-            return cases
-        from .dicom_io import find_dicom_cases
-
-        return find_dicom_cases(path)
+        return sorted(p for p in path.iterdir() if p.is_dir() and is_case_folder(p))
     except (OSError, TypeError, ValueError):
         return []
 
@@ -142,13 +136,9 @@ class CaseFiles:
     ignored: tuple[Path, ...] = ()
 
 
-def case_files(path: str | os.PathLike) -> CaseFiles:
-    """Which file holds which sequence. A file inside a case folder opens that case; a file on
-    its own is the FLAIR unless its name says otherwise."""
-    from . import dicom_io
-
-    if dicom_io.is_dicom_case(path):
-        return dicom_io.dicom_case_files(path)
+def nifti_case_files(path: str | os.PathLike) -> CaseFiles:
+    """Which NIfTI file holds which sequence. A file inside a case folder opens that case; a
+    file on its own is the FLAIR unless its name says otherwise."""
     path = Path(path)
     if path.is_file():
         seq = sequence_of(path.name)
@@ -189,7 +179,7 @@ def case_files(path: str | os.PathLike) -> CaseFiles:
 def _folder_case_of(flair: Path) -> CaseFiles | None:
     """The case folder a FLAIR file belongs to, when its folder holds more of that case."""
     try:
-        found = case_files(flair.parent)
+        found = nifti_case_files(flair.parent)
     except ScanFormatError:
         return None
     return found if found.files.get(FLAIR_SEQ) == flair and len(found.files) > 1 else None
@@ -261,13 +251,9 @@ class ScanCase(ScanHeader):
     others: dict[str, np.ndarray] = field(default_factory=dict)  # T2 etc., for viewing only
 
 
-def read_header(path: str | os.PathLike) -> ScanHeader:
-    """A case's files and geometry from the FLAIR's header alone (no pixels read)."""
-    from . import dicom_io
-
-    if dicom_io.is_dicom_case(path):
-        return dicom_io.read_dicom_header(path)
-    found = case_files(path)
+def read_nifti_header(path: str | os.PathLike) -> ScanHeader:
+    """A NIfTI case's files and geometry from the FLAIR's header alone (no pixels read)."""
+    found = nifti_case_files(path)
     ref = load_nifti(found.files[FLAIR_SEQ])
     shape = volume_shape(ref, found.files[FLAIR_SEQ])
     return ScanHeader(
@@ -363,15 +349,11 @@ def same_grid(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.allclose(a, b, atol=1e-3))
 
 
-def read_case(path: str | os.PathLike, all_sequences: bool = False) -> ScanCase:
-    """Read a case folder or file into a :class:`ScanCase`; raises ScanFormatError naming the
-    file. ``all_sequences`` also reads sequences the model does not use (T2) into ``others``,
-    for viewing."""
-    from . import dicom_io
-
-    if dicom_io.is_dicom_case(path):
-        return dicom_io.read_dicom_case(path, all_sequences=all_sequences)
-    found = case_files(path)
+def read_nifti_case(path: str | os.PathLike, all_sequences: bool = False) -> ScanCase:
+    """Read a NIfTI case folder or file into a :class:`ScanCase`; raises ScanFormatError naming
+    the file. ``all_sequences`` also reads sequences the model does not use (T2) into
+    ``others``, for viewing."""
+    found = nifti_case_files(path)
     files = found.files
     ref = load_nifti(files[FLAIR_SEQ])
     shape = volume_shape(ref, files[FLAIR_SEQ])

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cases import read_case
 from .scan_io import (
     FLAIR_SEQ,
     MASK_SIDECAR_SUFFIX,
@@ -26,7 +27,6 @@ from .scan_io import (
     ScanWriteError,
     load_nifti,
     nifti_files,
-    read_case,
     same_grid,
     volume_shape,
 )
@@ -118,7 +118,7 @@ def save_mask(
     """Write ``mask`` (Z, Y, X on the case's grid; > 0 is tumour) as ``<out>/<case>_mask.nii.gz``
     plus a JSON sidecar (kind ``prediction`` or ``corrections``, reviewed slices as 0-based
     indices along Z, model, source files), each atomically; returns the mask's path. ``case``
-    is a :class:`ScanCase` or only its :class:`ScanHeader` (:func:`scan_io.read_header`).
+    is a :class:`ScanCase` or only its :class:`ScanHeader` (:func:`cases.read_header`).
 
     Refuses the case's own folder, a folder holding scans, and a prediction over earlier
     corrections. Shapes must match: a mask of another case is refused.

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import lgg_io, scan_io
+from . import cases, lgg_io, scan_io
 from .lgg_io import SEQUENCES
 from .preprocess import Geometry, Recipe, prepare, prepare_mask
 
@@ -79,7 +79,7 @@ def volumes_from_path(path: str | os.PathLike) -> list[TrainVolume]:
         return [_from_patient(path, named=True)]
     if scan_io.is_mask_folder(path):
         return _from_saved_masks(path)
-    scans = scan_io.find_cases(path)
+    scans = cases.find_cases(path)
     if scans == [path] or (path.is_file() and len(scans) == 1):  # a DICOM file: its study
         return [_from_scan(scans[0], named=True)]
     out = _from_root(path, scans)
@@ -142,7 +142,7 @@ def _nothing(patient_id: str, folder: Path, why: str) -> TrainVolume:
 
 def _from_scan(path: Path, named: bool) -> TrainVolume:
     """A scan case whose label file makes every slice labelled (as an expert patient's masks)."""
-    case = scan_io.read_case(path)
+    case = cases.read_case(path)
     if case.label is None:
         why = "no label file to learn from (a <case>_seg / mask / label NIfTI beside the FLAIR)"
         if named:

@@ -349,14 +349,14 @@ def _scan_names(cid: str, sequences=("pre-contrast", "post-contrast", "T2", "FLA
 def test_open_nifti_case_folder_with_its_geometry(make_napari_viewer, tmp_path):
     import nibabel as nib
 
-    from napari_lggseg import scan_io
+    from napari_lggseg import cases
 
     folder = _nifti_case(tmp_path)
     viewer = make_napari_viewer()
     with pytest.warns(UserWarning, match="C1: stored as RAS"):  # what was done, said once
         viewer.open(folder, plugin=PLUGIN)
     assert [layer.name for layer in viewer.layers] == _scan_names("C1") + ["C1 ground truth"]
-    case = scan_io.read_case(folder, all_sequences=True)
+    case = cases.read_case(folder, all_sequences=True)
     flair = viewer.layers["C1 FLAIR"]
     assert flair.visible and not viewer.layers["C1 T2"].visible
     np.testing.assert_array_equal(np.asarray(flair.data), case.image[..., 1])
@@ -498,7 +498,7 @@ def test_real_brats_case_opens_segments_saves_and_reopens(make_napari_viewer, tm
     layer's metadata derived from the FLAIR's), saved and reopened aligned with the expert label."""
     import nibabel as nib
 
-    from napari_lggseg import scan_io
+    from napari_lggseg import cases
     from napari_lggseg.geometry import segment_case
     from napari_lggseg.inference import Segmenter
     from napari_lggseg.layer_meta import Role, derive_meta, read_meta
@@ -507,14 +507,14 @@ def test_real_brats_case_opens_segments_saves_and_reopens(make_napari_viewer, tm
     root = BRATS_ROOT.resolve()
     if not root.is_dir():
         pytest.skip(f"real BraTS cases not present at {root}")
-    case_dir = scan_io.find_cases(root)[0]
+    case_dir = cases.find_cases(root)[0]
     cid = case_dir.name
     viewer = make_napari_viewer()
     viewer.open(case_dir, plugin=PLUGIN)
     assert [layer.name for layer in viewer.layers] == _scan_names(cid) + [f"{cid} ground truth"]
     flair = viewer.layers[f"{cid} FLAIR"]
     assert flair.data.shape == (155, 240, 240) and tuple(flair.scale) == (1.0, 1.0, 1.0)
-    case = scan_io.read_case(case_dir)
+    case = cases.read_case(case_dir)
     seg = segment_case(Segmenter.from_store("lgg-fast", device="cpu"), case)
     meta = derive_meta(read_meta(flair), Role.PREDICTION, model=seg.model)
     pred = viewer.add_labels(

@@ -55,7 +55,7 @@ def test_nifti_case_segments_like_the_cli_and_saves_on_the_scan_grid(
 ):
     import nibabel as nib
 
-    from napari_lggseg import scan_io
+    from napari_lggseg import cases
     from napari_lggseg.geometry import segment_case
     from napari_lggseg.inference import Segmenter
 
@@ -82,7 +82,7 @@ def test_nifti_case_segments_like_the_cli_and_saves_on_the_scan_grid(
     for key in ("affine", "spacing", "scan_source", "source_paths"):
         assert meta[key] == flair.metadata["lggseg"][key], key
     # the same mask as lggseg segment's path (geometry.segment_case) with the same options
-    case = scan_io.read_case(case_dir)
+    case = cases.read_case(case_dir)
     cli = segment_case(
         Segmenter.from_store(tiny_model_store, "cpu"),
         case,
@@ -141,12 +141,12 @@ def test_another_readers_layers_use_their_scale(
 ):
     """Image layers of another NIfTI reader carry the spacing as ``scale`` and no plugin
     metadata: mapped as FLAIR, they are segmented with that spacing and measured in mL."""
-    from napari_lggseg import scan_io
+    from napari_lggseg import cases
     from napari_lggseg.geometry import segment_volume
     from napari_lggseg.inference import Segmenter
     from napari_lggseg.preprocess import assemble_channels
 
-    case = scan_io.read_case(_case(tmp_path))
+    case = cases.read_case(_case(tmp_path))
     flair_data = case.image[..., 1]
     viewer = make_napari_viewer()
     viewer.add_image(flair_data, name="their flair", scale=SPACING, translate=(5.0, -3.0, 2.0))

@@ -189,20 +189,21 @@ LGG, SCAN = "lgg", "scan"
 @dataclass(frozen=True)
 class Case:
     """One thing to segment or score: an LGG patient folder (``kind`` LGG) or a scan case that
-    :func:`scan_io.read_case` opens (``kind`` SCAN: a NIfTI file or case folder; DICOM once
-    scan_io routes it). Both take the same path through segment and evaluate."""
+    :func:`cases.read_case` opens (``kind`` SCAN: a NIfTI or DICOM file or case folder).
+    Both take the same path through segment and evaluate."""
 
     path: Path
     kind: str
 
     @property
     def name(self) -> str:
-        """The patient / case id (a folder's name; a single file's id as scan_io gives it)."""
+        """The patient / case id (a folder's name; a single file's id as cases gives it)."""
         if self.kind == SCAN and self.path.is_file():
             from .. import scan_io
+            from ..cases import case_files
 
             try:
-                return scan_io.case_files(self.path).case_id
+                return case_files(self.path).case_id
             except (scan_io.ScanFormatError, OSError):
                 return self.path.name
         return self.path.name
@@ -210,14 +211,15 @@ class Case:
 
 def _cases_at(path: Path) -> list[Case]:
     """The cases one command-line path holds; CLIError when it holds none."""
-    from .. import lgg_io, scan_io
+    from .. import lgg_io
+    from ..cases import find_cases
 
     if not path.exists():
         what = "file" if path.suffix else "folder"
         raise CLIError(f"{path}: no such {what}")
     if lgg_io.is_patient_folder(path):
         return [Case(path, LGG)]
-    scans = scan_io.find_cases(path)
+    scans = find_cases(path)
     if scans == [path]:
         return [Case(path, SCAN)]
     found = [Case(p, LGG) for p in lgg_io.list_patients(path)] if path.is_dir() else []

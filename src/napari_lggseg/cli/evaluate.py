@@ -70,7 +70,8 @@ def add_parser(subparsers) -> None:
 def _truth_and_result(seg, post, case, label: str):
     """(case id, slices, ground truth, Segmentation, notes) of one case; the truth is None
     (and nothing is segmented) when the case has no expert mask or label file."""
-    from .. import lgg_io, scan_io
+    from .. import lgg_io
+    from ..cases import read_case
     from ..geometry import segment_case
 
     if case.kind == LGG:
@@ -79,7 +80,7 @@ def _truth_and_result(seg, post, case, label: str):
         case_id = patient.patient_id
     else:
         with warnings_as_lines():
-            scan = scan_io.read_case(case.path)
+            scan = read_case(case.path)
         truth, image, notes, case_id = scan.label, scan.image, scan.notes, scan.case_id
     if truth is None:
         return case_id, len(image), None, None, notes

@@ -119,12 +119,13 @@ def _clinical(folders: list[Path]):
 
 def _split_inputs(inputs) -> tuple[list[Path], list[Path]]:
     """(LGG patient folders, NIfTI cases) named on the command line."""
-    from .. import lgg_io, scan_io
+    from .. import lgg_io
+    from ..cases import find_cases
 
     lgg, cases = [], []
     for p in map(Path, inputs):
         if p.exists() and not (lgg_io.is_patient_folder(p) or lgg_io.is_patient_root(p)):
-            found = scan_io.find_cases(p)
+            found = find_cases(p)
             if found:
                 cases += found
                 continue
@@ -135,11 +136,12 @@ def _split_inputs(inputs) -> tuple[list[Path], list[Path]]:
 def _case_mask(args, case_path: Path, seg, post: str):
     """(case id, mask, spacing, source label) of a NIfTI case."""
     from .. import scan_io
+    from ..cases import read_case
     from ..geometry import segment_case
 
     if args.masks == "corrections":
         raise CLIError(f"{case_path}: --masks corrections reads LGG corrections folders only")
-    case = scan_io.read_case(case_path)
+    case = read_case(case_path)
     if args.masks == "expert":
         if case.label is None:
             raise scan_io.ScanFormatError(

@@ -215,12 +215,13 @@ def _segment_scan(seg, args, post, path: Path, out_dir: Path, label: str, taken)
     """Segment one scan case, save its mask on the scan's own grid; returns its CSV row."""
     import numpy as np
 
-    from .. import metrics, scan_io, scan_masks
+    from .. import metrics, scan_masks
+    from ..cases import read_case
     from ..geometry import segment_case
     from ..uncertainty import slices_to_review
 
     with warnings_as_lines():  # a very large volume is announced before it is read
-        case = scan_io.read_case(path)
+        case = read_case(path)
     bar = ProgressBar(f"{label} {case.case_id}")
     try:
         result = segment_case(
