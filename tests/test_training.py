@@ -519,3 +519,57 @@ def test_fine_tune_config_is_a_short_gentle_round():
     assert cfg.epochs * cfg.steps_per_epoch <= 60 and cfg.minutes is not None and cfg.minutes < 1.0
     assert cfg.lr <= 1e-4 and cfg.freeze_bn  # 3e-4 cost other sites 0.02-0.08 Dice (ROUNDS.md)
     assert not finetune.fine_tune_config(20).freeze_bn
+
+
+# --------------------------------------------------------------------------- new site, old sites
+
+
+def _distance(model, parent: dict) -> float:
+    return sum(float((p.detach() - parent[k]).pow(2).sum()) for k, p in model.named_parameters())
+
+
+def test_l2sp_keeps_the_fine_tuned_weights_near_the_parents():
+    """L2-SP pulls every weight back toward the parent's: the same run moves the weights less
+    with the penalty, and the parent is the anchor even when the run is resumed."""
+    vols = synthetic_volumes([1, 2], n_slices=6, size=32)
+    cfg = dict(epochs=2, steps_per_epoch=4, batch_size=4, lr=3e-3, warmup_steps=1, device="cpu")
+    moved = {}
+    for alpha in (0.0, 10.0):
+        model = tiny_unet()
+        parent = clone_state(model)
+        train(model, SMALL, vols, None, TrainConfig(**cfg, l2sp=alpha), fine_tune=True)
+        moved[alpha] = _distance(model, parent)
+    assert 0 < moved[10.0] < 0.5 * moved[0.0], moved
+
+
+def test_l2sp_penalty_is_zero_at_the_parent_and_grows_with_the_distance():
+    model = tiny_unet()
+    anchor = {k: p.detach().float().clone() for k, p in model.named_parameters()}
+    assert training.l2sp_penalty(model, anchor, 1.0).item() == 0.0
+    with torch.no_grad():
+        next(model.parameters()).add_(0.1)
+    n = next(model.parameters()).numel()
+    assert training.l2sp_penalty(model, anchor, 2.0).item() == pytest.approx(2.0 * n * 0.01, 1e-4)
+
+
+def test_site_batchnorm_takes_the_new_volumes_statistics():
+    """BatchNorm statistics re-estimated on the new volumes' slices (all of them, labelled or
+    not), blended with the parent's by ``share``; the fine-tuning run applies them before its
+    first step and keeps them (BatchNorm frozen)."""
+    vols = synthetic_volumes([3], n_slices=6, size=32)
+    vols[0].labelled = np.zeros(6, bool)
+    vols[0].labelled[2] = True  # one labelled slice: the statistics still see all six
+    data = train_data.prepare_volumes(vols, SMALL)
+    key = "encoder1.enc1norm1.running_mean"
+    parent = tiny_unet().state_dict()[key].clone()
+    site, half = tiny_unet(), tiny_unet()
+    assert training.site_batchnorm(site, data, torch.device("cpu"), 1.0) == 6
+    training.site_batchnorm(half, data, torch.device("cpu"), 0.5)
+    site_mean = site.state_dict()[key]
+    assert not torch.allclose(site_mean, parent)
+    assert torch.allclose(half.state_dict()[key], (site_mean + parent) / 2, atol=1e-6)
+
+    model = tiny_unet()
+    cfg = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=2, device="cpu", site_bn=1.0)
+    train(model, SMALL, vols, None, cfg, fine_tune=True)
+    assert torch.allclose(model.state_dict()[key], site_mean, atol=1e-5)

@@ -97,12 +97,15 @@ def round_model_name(project) -> str:
     return f"{stem or 'project'}-r{len(project.rounds) + 1}"
 
 
-def run_round(project, *, minutes: float | None = None, progress=None, cancel=None) -> Round | None:
+def run_round(
+    project, *, minutes: float | None = None, progress=None, cancel=None, config=None
+) -> Round | None:
     """A fine-tuning round of ``project``: its current model (else the default model) fine-tuned
     on all its done cases through :func:`finetune.fine_tune` (the round every path runs), saved
     in the model store as :func:`round_model_name` with its parent kept, and recorded as the
-    project's current model. ``minutes`` replaces the round's time budget. Cancelled: returns
-    None, nothing saved or recorded. Runs in a worker thread (no Qt)."""
+    project's current model. ``minutes`` replaces the round's time budget (``config``, a whole
+    TrainConfig, is for scripts that lift the clock cap). Cancelled: returns None, nothing saved
+    or recorded. Runs in a worker thread (no Qt)."""
     from . import finetune, models
 
     trained_on = project.done_cases()
@@ -110,7 +113,7 @@ def run_round(project, *, minutes: float | None = None, progress=None, cancel=No
     if not volumes:
         raise ProjectError(f"{project.folder}: no done case to learn from yet")
     parent = project.current_model or models.default_model_name()
-    cfg = finetune.fine_tune_config(len(volumes), minutes=minutes)
+    cfg = config or finetune.fine_tune_config(len(volumes), minutes=minutes)
     info, result = finetune.fine_tune(
         parent,
         volumes,
