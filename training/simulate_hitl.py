@@ -61,13 +61,14 @@ def base_split(info) -> tuple[list[str], list[str]]:
 def segmenter_for(state_dict, info):
     from napari_lggseg import models
     from napari_lggseg.inference import Segmenter
+    from napari_lggseg.model_cards import card_postprocessing
     from napari_lggseg.preprocess import Recipe
     from napari_lggseg.unet import load_state_dict_strict
 
     net = models.build_model(info.card)
     load_state_dict_strict(net, state_dict, info.name)
     seg = Segmenter(net, Recipe.from_dict(info.card["preprocessing"]), "cpu", name=info.name)
-    seg.default_postprocess = info.card.get("postprocessing", {}).get("method", "min-size")
+    seg.default_postprocess = card_postprocessing(info.card).method
     return seg
 
 
@@ -116,8 +117,7 @@ def main() -> None:
     os.environ["LGGSEG_MODEL_DIR"] = str(args.base_dir)
 
     from napari_lggseg import lgg_io, models
-    from napari_lggseg.finetune import fine_tune, model_card
-    from napari_lggseg.finetune import fine_tune_config as default_config
+    from napari_lggseg.finetune import fine_tune, fine_tune_config, model_card
     from napari_lggseg.preprocess import Recipe
     from napari_lggseg.train_data import TrainVolume, split_patients
     from napari_lggseg.training import TrainConfig, train
@@ -173,7 +173,7 @@ def main() -> None:
     other_vols = [read_volume(args.data / i) for i in val_ids]
     other_before = float(np.mean(list(evaluate(base_seg, other_vols).values())))
     rng = np.random.default_rng(args.seed)
-    budget = default_config(1)
+    budget = fine_tune_config(1)
     rows = []
     for d in range(args.draws):
         order = list(rng.permutation(sorted(site_vols)))
@@ -196,7 +196,7 @@ def main() -> None:
                 uncertain.append(TrainVolume(v.patient_id, v.image, v.mask, lab, "corrections"))
             arms["uncertain"] = uncertain
             for arm, vols in arms.items():
-                cfg = default_config(len(vols))
+                cfg = fine_tune_config(len(vols))
                 cfg.minutes = (
                     None  # the round's 30 steps exactly: a busy machine must not change the result
                 )

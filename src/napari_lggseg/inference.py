@@ -18,6 +18,7 @@ import torch
 from . import metrics
 from .devices import autocast, is_cancelled, is_out_of_memory, resolve_device
 from .lgg_io import describe_sequences, missing_sequences
+from .model_cards import DEFAULT_POSTPROCESS
 from .preprocess import Geometry, Recipe, prepare, restore
 
 Progress = Callable[[int, int], None]
@@ -33,7 +34,7 @@ class Segmentation:
 
     prob: np.ndarray  # (Z, H, W) float32
     threshold: float = 0.5
-    postprocess: str = "min-size"
+    postprocess: str = DEFAULT_POSTPROCESS
     model: str = ""
     missing: tuple[str, ...] = ()
     seconds: float = 0.0
@@ -75,14 +76,14 @@ class Segmenter:
         self.device = resolve_device(device, fallback=fallback)
         self.recipe, self.name, self.tta, self.fast = recipe, name, tta, fast
         self.batch_size = batch_size
-        self.default_postprocess = "min-size"  # a model card's choice replaces it (from_store)
+        self.default_postprocess = DEFAULT_POSTPROCESS  # a card's choice replaces it (from_store)
         self.model = model.eval().to(self.device)
         if self.device.type == "cpu" and fast:
             self.model = self.model.to(memory_format=torch.channels_last)
 
     @classmethod
     def from_store(cls, name: str | None = None, device="auto", **kwargs) -> Segmenter:
-        from .model_cards import is_interactive
+        from .model_cards import card_postprocessing, is_interactive
         from .models import ModelError, default_model_name, load_model
 
         dev = resolve_device(device, fallback=kwargs.pop("fallback", True))
@@ -94,12 +95,12 @@ class Segmenter:
                 "mask with clicks and cannot segment on its own; segment with an automatic model "
                 f"such as {default_model_name(dev.type)!r}"
             )
-        post = info.card.get("postprocessing", {})
-        kwargs.setdefault("tta", bool(post.get("tta", False)))
+        post = card_postprocessing(info.card)
+        kwargs.setdefault("tta", post.tta)
         seg = cls(
             model, Recipe.from_dict(info.card["preprocessing"]), dev, name=info.name, **kwargs
         )
-        seg.default_postprocess = post.get("method", "min-size")
+        seg.default_postprocess = post.method
         return seg
 
     def _forward(self, xb: torch.Tensor) -> torch.Tensor:

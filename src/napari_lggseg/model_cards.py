@@ -1,10 +1,13 @@
-"""What a model card must hold to be built and run, and what is wrong with one, in words.
+"""What a model card must hold to be built and run, what is wrong with one, in words, and the
+post-processing it chose.
 
 A card that fails these checks makes its model *unusable*: the store lists it with the problem
 and lets the person delete it, and never lets it break the other models.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 ARCHITECTURES = ("unet-buda2019",)
 # input channels an interactive (click correction) model takes after the recipe's own
@@ -17,6 +20,30 @@ _FIELD_TYPES = {
     "created": str,
     "parent": (str, type(None)),
 }
+DEFAULT_POSTPROCESS = "min-size"  # when a card names no method (and for a bare Segmenter)
+
+
+@dataclass(frozen=True)
+class CardPostprocessing:
+    """How a model's probabilities become a mask, as its card chose them on validation data:
+    the defaults of the next run in the widget, the CLI and ``Segmenter.from_store``."""
+
+    method: str = DEFAULT_POSTPROCESS
+    threshold: float | None = None  # None: the card names none
+    tta: bool = False
+
+
+def card_postprocessing(card) -> CardPostprocessing:
+    """The card's ``postprocessing`` section read once for every caller; what it lacks (or
+    holds unreadably, for the threshold) takes the defaults."""
+    post = (card.get("postprocessing") or {}) if isinstance(card, dict) else {}
+    try:
+        threshold = None if post.get("threshold") is None else float(post["threshold"])
+    except (TypeError, ValueError):
+        threshold = None
+    return CardPostprocessing(
+        post.get("method") or DEFAULT_POSTPROCESS, threshold, bool(post.get("tta", False))
+    )
 
 
 def card_problem(card) -> str | None:

@@ -170,21 +170,22 @@ class SegmentWidget(QWidget):
     def _on_model_changed(self, *_) -> None:
         """Take the threshold, post-processing and TTA the model's card chose on validation data
         (for the next run: the prediction on screen keeps its own)."""
+        from ..model_cards import card_postprocessing
         from ..models import ModelError, get_model
 
         if not self.model_name:
             return
         try:
-            post = get_model(self.model_name).card.get("postprocessing", {})
+            post = card_postprocessing(get_model(self.model_name).card)
         except ModelError:
             return
         f = self.form
         with f.threshold.changed.blocked(), f.postprocess.changed.blocked():
-            if post.get("threshold") is not None:
-                f.threshold.value = round(float(post["threshold"]), 2)
-            if post.get("method") in f.postprocess.choices:
-                f.postprocess.value = post["method"]
-            f.tta.value = bool(post.get("tta", False))
+            if post.threshold is not None:
+                f.threshold.value = round(post.threshold, 2)
+            if post.method in f.postprocess.choices:
+                f.postprocess.value = post.method
+            f.tta.value = post.tta
 
     def select_model(self, name: str) -> None:
         if name not in self.form.model_row.model.choices:

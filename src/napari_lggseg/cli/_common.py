@@ -359,8 +359,10 @@ def segmenter(args):
 
 
 def card_postprocess(seg, chosen: str | None) -> str:
+    """The post-processing a command runs with: ``--postprocess`` if given, else the card's."""
     if chosen:
         return chosen
     from .. import models
+    from ..model_cards import card_postprocessing
 
-    return models.get_model(seg.name).card.get("postprocessing", {}).get("method") or "min-size"
+    return card_postprocessing(models.get_model(seg.name).card).method
