@@ -61,7 +61,7 @@ def main() -> None:
     os.environ["LGGSEG_MODEL_DIR"] = str(args.base_dir)
 
     from napari_lggseg import lgg_io, models, training
-    from napari_lggseg.finetune import fine_tune_config as default_config
+    from napari_lggseg.finetune import fine_tune_config
     from napari_lggseg.preprocess import Recipe
 
     info = models.get_model(args.base)
@@ -94,7 +94,7 @@ def main() -> None:
                 if (name, d, k) in done:
                     continue
                 _desc, overrides, trainable = CONFIGS[name]
-                cfg = default_config(len(vols))
+                cfg = fine_tune_config(len(vols))
                 cfg.minutes, cfg.device = None, "cpu"
                 for field, value in overrides.items():
                     setattr(cfg, field, value)

@@ -17,19 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .layer_meta import META_KEY, PLUGIN, Role, read_meta, sidecar_fields
+from .layer_meta import META_KEY, Role, read_meta, sidecar_fields
 from .lgg_io import SIDECAR, LGGWriteError, write_corrections
 
 # Errors leave this module as LGGWriteError (an OSError): napari's save swallows a writer's
 # ValueError and shows only "not a valid writer", losing the reason.
-
-
-def default_corrections_folder(patient_id: str) -> Path:
-    """Where corrections go unless the user says otherwise: the user's data folder, never the
-    dataset (``~/.local/share/napari-lggseg/corrections/<patient>`` on Linux)."""
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir(PLUGIN)) / "corrections" / patient_id
 
 
 def write_labels(path: str, data, meta: dict) -> list[str]:
