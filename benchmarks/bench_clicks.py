@@ -10,6 +10,13 @@ per click (all threads, ``time.process_time``) is given beside them. After the l
 must equal the first mask exactly. Not a test: figures for the README, with this command::
 
     python benchmarks/bench_clicks.py --data ../shared/lgg/kaggle_3m --clicks 10 --baseline
+
+``--viewer`` measures the viewer's path instead: each patient opened in a real napari viewer with
+the Click correction dock, the same simulated clicks made on its clicks layer, and per click the
+worker's ms and the total from the point's arrival to the mask merged on screen (queue, worker,
+merge), median and p95. It needs a display (``xvfb-run -a`` on a server)::
+
+    xvfb-run -a python benchmarks/bench_clicks.py --viewer --patients TCGA_CS_4942_19970222 --clicks 10
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", type=Path, help="write per-patient results here")
+    ap.add_argument("--viewer", action="store_true", help="the viewer's path: dock, worker, merge")
     return ap.parse_args(argv)
 
 
@@ -103,10 +111,89 @@ def line(s: dict) -> str:
     )
 
 
+def viewer_patient(viewer, widget, folder: Path, truth, first, n_clicks: int) -> dict:
+    """One patient through the dock: open it, its first mask as the prediction layer, the
+    protocol's clicks on its clicks layer; Dice after each and the dock's timings."""
+    from qtpy.QtWidgets import QApplication
+
+    from napari_lggseg.layer_meta import PLUGIN, Role, derive_meta, layer_kwargs, read_meta
+
+    app = QApplication.instance()
+
+    def spin(until) -> None:
+        t0 = time.perf_counter()
+        while not until():
+            app.processEvents()
+            time.sleep(0.001)
+            if time.perf_counter() - t0 > 120:
+                raise TimeoutError(widget.status.text())
+
+    viewer.layers.clear()
+    viewer.open(folder, plugin=PLUGIN)
+    flair = next(lyr for lyr in viewer.layers if (read_meta(lyr) or {}).get("sequence") == "FLAIR")
+    meta = derive_meta(read_meta(flair), Role.PREDICTION, model="first step", reviewed_slices=[])
+    name = f"{meta['patient_id']} prediction"
+    labels = viewer.add_labels(
+        first.astype(np.uint8), **layer_kwargs(name, meta), scale=flair.scale
+    )
+    widget.form.mask.value = labels
+    ctrl = widget.start()
+    spin(lambda: not widget.is_busy and "Ready" in widget.status.text())
+    mask, dices = first, [dice(first, truth)]
+    for k in range(n_clicks):
+        found = next_click(mask, truth)
+        if found is None:
+            break
+        (z, y, x), positive = found
+        ctrl.add_click(z, y, x, positive)
+        spin(lambda: not widget.is_busy and all(c.state == "applied" for c in ctrl.entries))
+        if len(ctrl.timings) <= k:  # ignored (outside the head): the protocol stops here
+            break
+        mask = np.asarray(labels.data) > 0
+        dices.append(dice(mask, truth))
+    dices += [dices[-1]] * (n_clicks + 1 - len(dices))
+    return {"dice": dices, "timings": list(ctrl.timings)}
+
+
+def main_viewer(args, ids) -> None:
+    import napari
+
+    from napari_lggseg.layer_meta import PLUGIN
+
+    viewer = napari.Viewer(show=False)
+    _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Click correction")
+    if args.model:
+        widget.form.model.value = args.model
+    first_step = ClickSession(widget.form.model.value, device=args.device)
+    worker_ms, total_ms, merge_ms, dices = [], [], [], []
+    for pid in ids:
+        patient = read_patient(args.data / pid)
+        truth = patient.mask > 0
+        first = first_step.start(patient.image)
+        r = viewer_patient(viewer, widget, args.data / pid, truth, first, args.clicks)
+        worker_ms += [t["worker_ms"] for t in r["timings"]]
+        total_ms += [t["total_ms"] for t in r["timings"]]
+        merge_ms += [t["merge_ms"] for t in r["timings"]]
+        dices.append(r["dice"])
+        print(f"{pid} viewer: Dice {' '.join(f'{d:.3f}' for d in r['dice'])}  ms total "
+              f"{np.median([t['total_ms'] for t in r['timings']]):.0f}", flush=True)  # fmt: skip
+    d = np.array(dices)
+    dice_text = "  ".join(f"Dice@{k} {d[:, k].mean():.3f}" for k in REPORTED if k <= args.clicks)
+    print(
+        f"summary: viewer path, {len(ids)} patients, {len(total_ms)} clicks  {dice_text}  "
+        f"ms/click (point to mask on screen) median {np.median(total_ms):.0f} p95 "
+        f"{np.percentile(total_ms, 95):.0f}; worker median {np.median(worker_ms):.0f} p95 "
+        f"{np.percentile(worker_ms, 95):.0f}; merge (GUI thread) median {np.median(merge_ms):.1f}"
+    )
+    viewer.close()
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     ids = args.patients or json.loads((REPO / "training" / "splits.json").read_text())[args.split]
+    if args.viewer:
+        return main_viewer(args, ids)
     click_models = [] if args.baseline_only else [ClickModel.from_store(args.model)]
     if args.baseline or args.baseline_only:
         first = click_models[0].first_step if click_models else None

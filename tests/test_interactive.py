@@ -218,3 +218,41 @@ def test_start_without_a_mask_runs_the_automatic_first_step(click_model, patient
     session = ClickSession(click_model, device="cpu")
     auto = Segmenter.from_store(click_model.first_step, device="cpu").segment(image).mask > 0
     assert np.array_equal(session.start(image), auto)
+
+
+def test_paint_after_a_click_is_kept_by_undo_and_seen_by_the_next_click(click_model, patient):
+    """The viewer's path: the person paints a slice a click changed; the session takes the
+    paint (set_slices) and locks it (set_locked); undo then restores every other slice exactly
+    and leaves the paint."""
+    image, truth = patient
+    zc = _centre_slice(truth)
+    start = truth.copy()
+    start[zc - 1 : zc + 2] = False
+    session = ClickSession(click_model, device="cpu")
+    session.start(image, mask=start)
+    (z, y, x), _ = next_click(start, truth)
+    after = session.add_click(z, y, x, True)
+    assert set(session.last_changed) == set(session.changed_slices) and z in session.last_changed
+    painted = after[z + 1].copy()
+    painted[:20, :20] = True  # a stroke of the brush
+    session.set_slices([z + 1], [painted])
+    session.set_locked([z + 1])
+    assert session.locked_slices == [z + 1]
+    undone = session.undo()
+    assert np.array_equal(undone[z + 1], painted)
+    others = [k for k in range(len(start)) if k != z + 1]
+    assert np.array_equal(undone[others], start[others])
+    assert z + 1 not in session.last_changed and z in session.last_changed
+    session.set_locked([])  # the stroke undone with napari's Ctrl-Z: the slice is free again
+    session.set_slices([z + 1], [start[z + 1]])
+    assert np.array_equal(session.add_click(z, y, x, True), after)  # the same click, same mask
+
+
+def test_check_click_words_every_refusal_once():
+    from napari_lggseg.interactive import check_click
+
+    check_click(1, 2, 3, (4, 5, 6), locked=[0])
+    with pytest.raises(ClickIgnored, match=r"\(4, 2, 3\) is outside the volume \(4, 5, 6\)"):
+        check_click(4, 2, 3, (4, 5, 6))
+    with pytest.raises(ClickIgnored, match="slice 0 was painted by hand"):
+        check_click(0, 2, 3, (4, 5, 6), locked={0})

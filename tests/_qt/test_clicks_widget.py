@@ -103,7 +103,7 @@ def test_dock_is_listed_and_its_module_imports_no_qt():
     import sys
 
     code = (
-        "import sys, napari_lggseg.click_layers; "
+        "import sys, napari_lggseg.click_layers, napari_lggseg.click_jobs; "
         "print(sorted(m for m in ('qtpy', 'PyQt6', 'napari') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -150,6 +150,21 @@ def test_click_adds_missed_tumour_near_it_and_undo_restores_exactly(
     assert np.array_equal(np.asarray(labels.data) > 0, start)
     assert len(points.data) == 0
     assert meta["clicks"] == [] and meta["reviewed_slices"] == []
+
+    # click again, then paint over a slice it changed: undo takes the click back, not the paint
+    _click(viewer, qtbot, points, (z, y, x))
+    _wait_idle(qtbot, widget, ctrl, n_applied=1)
+    assert np.array_equal(np.asarray(labels.data) > 0, after)
+    labels.selected_label, labels.brush_size = 1, 5
+    labels.paint((z + 1, 10, 10), 1)
+    painted = np.asarray(labels.data[z + 1]).copy()
+    widget.undo()
+    qtbot.waitUntil(lambda: not ctrl.entries and not widget.is_busy, timeout=TIMEOUT)
+    undone = np.asarray(labels.data) > 0
+    others = [k for k in range(16) if k != z + 1]
+    assert np.array_equal(undone[others], start[others])
+    assert np.array_equal(np.asarray(labels.data[z + 1]), painted)
+    assert meta["reviewed_slices"] == [z + 1]  # reviewed by the paint, not by the click
 
 
 def test_negative_click_painted_slice_outside_click_and_the_sidecar(

@@ -19,13 +19,15 @@ from napari.qt.threading import create_worker
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QWidget
 
-from ..click_layers import NEGATIVE_KEY, ClickController, mask_layers
+from ..click_jobs import mask_layers
+from ..click_layers import NEGATIVE_KEY, ClickController
 from ..layer_meta import Role, read_meta, unwrap_viewer
 from ..review import tracker_for
 from ._common import scrolling_body, segment_widget_for, status_label
 from ._forms import _narrow, _row
 
 ADD, REMOVE = "add tumour (+)", "remove false region (−)"
+_DOES = {ADD: "adds tumour", REMOVE: "removes a false region"}
 
 
 class _Life:
@@ -88,11 +90,12 @@ class ClicksWidget(QWidget):
         self.tracker = tracker_for(self.viewer)  # from now on, painted slices are recorded
         self.form = f = clicks_form()
         self.status = status_label("status")
+        self.hint = status_label("hint")
         self._life = _Life()
         self._models: dict = {}  # name -> ClickModel, loaded in the worker on first use
         self._worker = None
         body = scrolling_body(self)
-        for w in (f.native, self.status):
+        for w in (f.native, self.hint, self.status):
             body.addWidget(w)
         body.addStretch(1)
         f.model.choices = interactive_models()
@@ -107,6 +110,7 @@ class ClicksWidget(QWidget):
         for emitter, callback in self._life.hooks:
             emitter.connect(callback)
         self.destroyed.connect(self._life.close)
+        self._on_kind()
         self._refresh_masks()
         self._follow_active()
         if not f.model.choices:
@@ -129,7 +133,12 @@ class ClicksWidget(QWidget):
 
     def _on_kind(self, *_) -> None:
         for ctrl in self.controllers.values():
-            ctrl.positive = self.positive
+            ctrl.set_positive(self.positive)
+        plain, other = (ADD, REMOVE) if self.positive else (REMOVE, ADD)
+        self.hint.setText(
+            f"On the clicks layer (add mode) a click {_DOES[plain]}, {NEGATIVE_KEY}-click "
+            f"{_DOES[other]}; Ctrl-Z undoes the last click."
+        )
 
     def _refresh_masks(self, *_) -> None:
         if self._closed:
@@ -182,7 +191,7 @@ class ClicksWidget(QWidget):
                 defer=lambda fn: QTimer.singleShot(0, fn),
                 results=lambda: seg.session.results if seg is not None else {},
             )
-            ctrl.positive = self.positive
+            ctrl.set_positive(self.positive)
             self.controllers[id(labels)] = ctrl
             ctrl.prepare()
         self.viewer.layers.selection.active = ctrl.points
