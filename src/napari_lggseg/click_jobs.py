@@ -1,6 +1,8 @@
 """One click correction job: the click, what the worker needs for it (taken from the viewer on
-the GUI thread), and what it gives back; and which layers a click works on. No Qt; napari only
-through the layers it is given. :mod:`napari_lggseg.click_layers` queues the jobs.
+the GUI thread), and what it gives back; which clicks are refused (:func:`check_click`, worded
+once for :class:`napari_lggseg.interactive.ClickSession` and the viewer) and which layers a click
+works on. No Qt, no torch; napari only through the layers it is given.
+:mod:`napari_lggseg.click_layers` queues the jobs.
 """
 
 from __future__ import annotations
@@ -11,8 +13,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .interactive import ClickIgnored
 from .layer_meta import Role, read_meta
+
+
+class ClickIgnored(ValueError):
+    """A click that changes nothing, and why (outside the volume or the head, a painted slice)."""
+
+
+def check_click(z: int, y: int, x: int, shape, locked=()) -> None:
+    """Raise :class:`ClickIgnored` when a click at voxel (z, y, x) of a (Z, H, W) volume cannot
+    apply: outside the volume, or on a slice painted by hand (``locked``). The one wording of
+    both, for the session and the viewer (which checks before queueing a click)."""
+    if not all(0 <= c < n for c, n in zip((z, y, x), shape)):
+        raise ClickIgnored(
+            f"click at ({z}, {y}, {x}) is outside the volume {tuple(shape)}: ignored"
+        )
+    if z in locked:
+        raise ClickIgnored(
+            f"slice {z} was painted by hand (or marked reviewed): the paint wins, click ignored"
+        )
 
 
 @dataclass
@@ -25,10 +44,6 @@ class Click:
     positive: bool
     state: str = "queued"  # queued | running | applied | undoing | earlier (cannot be undone)
     added_at: float = field(default_factory=time.perf_counter)
-
-    @property
-    def voxel(self) -> list:
-        return [self.z, self.y, self.x, self.positive]
 
 
 @dataclass

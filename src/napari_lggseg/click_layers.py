@@ -25,8 +25,7 @@ from collections import deque
 
 import numpy as np
 
-from .click_jobs import Click, ClickJob, ClickResult, network_input
-from .interactive import ClickIgnored, check_click
+from .click_jobs import Click, ClickIgnored, ClickJob, ClickResult, check_click, network_input
 from .layer_meta import Role, derive_meta, layer_kwargs, read_meta
 from .review import reviewed_slices, touched_slices, tracker_for
 
@@ -47,7 +46,7 @@ class ClickController:
 
     def __init__(self, viewer, labels, make_session, notify, say, defer, results=None):
         self.viewer, self.labels = viewer, labels
-        self.make_session, self._notify_job, self.say, self._defer = (
+        self.make_session, self._notify_job, self._say, self._defer = (
             make_session,
             notify,
             say,
@@ -123,6 +122,9 @@ class ClickController:
             self.viewer.layers.remove(self.points)
         if why:
             self.say(why + (f"; {dropped} queued click(s) dropped" if dropped else "") + ".")
+
+    def say(self, text: str) -> None:
+        self._say(text[:1].upper() + text[1:])
 
     def _on_removed(self, event) -> None:
         if event.value is self.labels:
@@ -211,7 +213,7 @@ class ClickController:
                 check_click(c.z, c.y, c.x, shape, locked)
             except ClickIgnored as exc:
                 self.entries.remove(c)
-                self.say(str(exc)[:1].upper() + str(exc)[1:] + ".")
+                self.say(f"{exc}.")
                 continue
             self._queue.append(("click", c))
         self._redraw()
@@ -347,7 +349,7 @@ class ClickController:
             self.say(f"Ready: click on '{self.labels.name}' (the '{self.points.name}' layer).")
             return self._next()
         if result.ignored:
-            self._forget(click, result.ignored[:1].upper() + result.ignored[1:])
+            self._forget(click, result.ignored)
             return
         merged = self._merge(result.planes)
         if job.kind == "click":

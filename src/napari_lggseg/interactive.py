@@ -17,27 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .click_jobs import ClickIgnored, check_click
 from .devices import resolve_device
 from .model_cards import EXTRA_CHANNELS, is_interactive
 from .preprocess import Recipe, prepare, prepare_mask, restore
-
-
-class ClickIgnored(ValueError):
-    """A click that changes nothing, and why (outside the volume or the head, a painted slice)."""
-
-
-def check_click(z: int, y: int, x: int, shape, locked=()) -> None:
-    """Raise :class:`ClickIgnored` when a click at voxel (z, y, x) of a (Z, H, W) volume cannot
-    apply: outside the volume, or on a slice painted by hand (``locked``). The one wording of
-    both, for the session and the viewer (which checks before queueing a click)."""
-    if not all(0 <= c < n for c, n in zip((z, y, x), shape)):
-        raise ClickIgnored(
-            f"click at ({z}, {y}, {x}) is outside the volume {tuple(shape)}: ignored"
-        )
-    if z in locked:
-        raise ClickIgnored(
-            f"slice {z} was painted by hand (or marked reviewed): the paint wins, click ignored"
-        )
 
 
 @dataclass(frozen=True)

@@ -96,18 +96,20 @@ def synthetic_folder(make_lgg_patient):
 # --------------------------------------------------------------------------- tests
 
 
-def test_dock_is_listed_and_its_module_imports_no_qt():
-    """The manifest names the dock; the Qt-free core (click_layers) imports neither Qt nor
-    napari at import time."""
+def test_dock_is_listed_and_its_modules_import_light():
+    """The manifest names the dock; the Qt-free core (click_layers, click_jobs) imports neither
+    Qt nor napari, and the dock's module no torch (it loads when the dock is built)."""
     import subprocess
     import sys
 
     code = (
         "import sys, napari_lggseg.click_layers, napari_lggseg.click_jobs; "
-        "print(sorted(m for m in ('qtpy', 'PyQt6', 'napari') if m in sys.modules))"
+        "print(sorted(m for m in ('qtpy', 'PyQt6', 'napari', 'torch') if m in sys.modules)); "
+        "import napari_lggseg._widgets._clicks; "
+        "print(sorted(m for m in ('torch', 'napari_lggseg.interactive') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["[]"], out
+    assert out.stdout.split() == ["[]", "[]"], out
     from npe2 import PluginManager
 
     pm = PluginManager.instance()
@@ -261,6 +263,16 @@ def test_clicks_queue_while_one_computes_and_closing_the_mask_mid_click(
     gate.release.set()
     _wait_idle(qtbot, widget, ctrl, n_applied=2)
     assert read_meta(labels)["clicks"] == [[z, y, x, True], [z + 1, y, x, True]]
+
+    # the mask replaced as a whole (a re-threshold, a script): earlier clicks stay recorded but
+    # cannot be undone; the next click works on the new mask
+    labels.data = np.asarray(labels.data).copy()
+    ctrl.undo()
+    assert "cannot be undone" in widget.status.text() and len(ctrl.points.data) == 2
+    ctrl.add_click(z, y - 2, x)
+    _wait_idle(qtbot, widget, ctrl, n_applied=3)
+    assert read_meta(labels)["clicks"][-1] == [z, y - 2, x, True]
+    assert len(read_meta(labels)["clicks"]) == 3
 
     # the mask is closed while a click computes: no traceback, the click is dropped, said
     gate.reached.clear()

@@ -51,7 +51,11 @@ class _Life:
 
 def clicks_form() -> Container:
     mask = ComboBox(name="mask", label="Mask", tooltip="The prediction or corrections to correct")
-    model = ComboBox(name="model", label="Model", tooltip="Click correction models in the store")
+    model = ComboBox(
+        name="model",
+        label="Model",
+        tooltip="Click correction models in the store; taken when you start clicking on a mask",
+    )
     kind = RadioButtons(
         name="kind",
         label="A click",
