@@ -17,7 +17,7 @@ import pytest
 import tifffile
 import torch
 
-from napari_lggseg import finetune, lgg_io, models, train_data, training
+from napari_lggseg import adaptation, finetune, lgg_io, models, train_data, training
 from napari_lggseg.preprocess import Recipe, prepare, prepare_mask
 from napari_lggseg.synthetic import make_synthetic_patient
 from napari_lggseg.train_data import TrainVolume, augment, split_patients
@@ -545,11 +545,11 @@ def test_l2sp_keeps_the_fine_tuned_weights_near_the_parents():
 def test_l2sp_penalty_is_zero_at_the_parent_and_grows_with_the_distance():
     model = tiny_unet()
     anchor = {k: p.detach().float().clone() for k, p in model.named_parameters()}
-    assert training.l2sp_penalty(model, anchor, 1.0).item() == 0.0
+    assert adaptation.l2sp_penalty(model, anchor, 1.0).item() == 0.0
     with torch.no_grad():
         next(model.parameters()).add_(0.1)
     n = next(model.parameters()).numel()
-    assert training.l2sp_penalty(model, anchor, 2.0).item() == pytest.approx(2.0 * n * 0.01, 1e-4)
+    assert adaptation.l2sp_penalty(model, anchor, 2.0).item() == pytest.approx(2.0 * n * 0.01, 1e-4)
 
 
 def test_site_batchnorm_takes_the_new_volumes_statistics():
@@ -563,8 +563,8 @@ def test_site_batchnorm_takes_the_new_volumes_statistics():
     key = "encoder1.enc1norm1.running_mean"
     parent = tiny_unet().state_dict()[key].clone()
     site, half = tiny_unet(), tiny_unet()
-    assert training.site_batchnorm(site, data, torch.device("cpu"), 1.0) == 6
-    training.site_batchnorm(half, data, torch.device("cpu"), 0.5)
+    assert adaptation.site_batchnorm(site, data, torch.device("cpu"), 1.0) == 6
+    adaptation.site_batchnorm(half, data, torch.device("cpu"), 0.5)
     site_mean = site.state_dict()[key]
     assert not torch.allclose(site_mean, parent)
     assert torch.allclose(half.state_dict()[key], (site_mean + parent) / 2, atol=1e-6)
@@ -573,3 +573,29 @@ def test_site_batchnorm_takes_the_new_volumes_statistics():
     cfg = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=2, device="cpu", site_bn=1.0)
     train(model, SMALL, vols, None, cfg, fine_tune=True)
     assert torch.allclose(model.state_dict()[key], site_mean, atol=1e-5)
+
+
+def test_parent_share_averages_the_result_with_the_parent_and_validates_that():
+    """``parent_share`` returns that share of the parent's weights averaged with the fine-tuned
+    ones (the same run otherwise), and the validation Dice reported is the averaged model's."""
+    vols = synthetic_volumes([4, 5], n_slices=6, size=32)
+    parent = clone_state(tiny_unet())
+
+    def run(share, val=None):
+        cfg = TrainConfig(epochs=2, steps_per_epoch=3, batch_size=4, lr=3e-3, warmup_steps=1,
+                          device="cpu", parent_share=share)  # fmt: skip
+        return train(tiny_unet(), SMALL, vols, val, cfg, fine_tune=True)
+
+    tuned, half = run(0.0).state_dict, run(0.5).state_dict  # no validation: the last weights
+    key = "encoder1.enc1conv1.weight"
+    assert not torch.allclose(tuned[key], parent[key])
+    assert torch.allclose(half[key], (tuned[key] + parent[key]) / 2, atol=1e-6)
+
+    val = synthetic_volumes([6], n_slices=6, size=32)
+    result = run(0.5, val)
+    check = tiny_unet()
+    check.load_state_dict(result.state_dict)
+    per = training.validation_dice(
+        check, train_data.prepare_volumes(val, SMALL), torch.device("cpu")
+    )
+    assert result.best_val_dice == pytest.approx(float(np.mean(list(per.values()))))

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import metrics, train_data
+from .adaptation import average_weights, freeze_batchnorm, l2sp_penalty, site_batchnorm
 from .checkpoint import TrainState, check_writable, load_checkpoint, random_streams, save_checkpoint
 from .devices import autocast, is_cancelled
 from .distributed import any_rank, dump_weight_hash, shared_clock, start_processes
@@ -73,6 +74,7 @@ class TrainConfig:
     # fine-tuning only (a new site without forgetting the old ones; see finetune.fine_tune_config)
     l2sp: float = 0.0  # alpha of the penalty alpha * ||theta - theta_parent||^2 (L2-SP)
     site_bn: float = 0.0  # BatchNorm statistics: this share from the new volumes' slices (0..1)
+    parent_share: float = 0.0  # the result: this share of the parent's weights (WiSE-FT), 0..1
     patience: int | None = None  # epochs without a better validation Dice before stopping
     seed: int = 0
     device: str = "auto"
@@ -228,66 +230,11 @@ def new_model(recipe: Recipe, width: int, seed: int) -> nn.Module:
     return UNet(recipe.in_channels, 1, width)
 
 
-def _bn_eval(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
-
-
 def _snapshot(model: nn.Module, device: torch.device | None = None) -> dict:
     return {
         k: t.detach().to(device, copy=True) if device else t.detach().clone()
         for k, t in model.state_dict().items()
     }
-
-
-def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-@torch.no_grad()
-def site_batchnorm(
-    model: nn.Module, data: list[PreparedVolume], device, share: float = 1.0, seed: int = 0
-) -> int:
-    """Re-estimate BatchNorm statistics on every slice of ``data`` (labelled or not: a new
-    site's scans) and keep ``share`` of them, ``1 - share`` of the parent's (AdaBN). The
-    network's normalisation then matches the site's intensities before a gradient step is
-    taken. Slices are shuffled across volumes into batches. Returns the slices seen."""
-    bns = _batchnorms(model)
-    slices = [(i, z) for i, d in enumerate(data) for z in range(d.x.shape[0])]
-    if not bns or not slices or share <= 0:
-        return 0
-    old = [(m.running_mean.clone(), m.running_var.clone(), m.momentum) for m in bns]
-    was_training = model.training
-    model.eval()
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # a plain average over the batches
-        m.train()
-    order = np.random.default_rng(seed).permutation(len(slices))
-    for k in range(0, len(order), 32):
-        xb = torch.stack([data[slices[j][0]].x[slices[j][1]] for j in order[k : k + 32]])
-        xb = xb.float().to(device)
-        if device.type == "cpu":
-            xb = xb.contiguous(memory_format=torch.channels_last)
-        with autocast(device):
-            model(xb)
-    for m, (mean, var, momentum) in zip(bns, old):
-        m.running_mean.mul_(share).add_(mean, alpha=1 - share)
-        m.running_var.mul_(share).add_(var, alpha=1 - share)
-        m.momentum = momentum
-    model.train(was_training)
-    return len(slices)
-
-
-def l2sp_penalty(model: nn.Module, anchor: dict[str, torch.Tensor], alpha: float) -> torch.Tensor:
-    """``alpha * sum ||theta - theta_parent||^2`` over the trained parameters (L2-SP, Li et al.
-    2018): fine-tuning may move the weights as far as the new site needs, not further."""
-    total = next(iter(anchor.values())).new_zeros(())
-    for name, p in model.named_parameters():
-        if name in anchor:
-            total = total + (p.float() - anchor[name]).pow(2).sum()
-    return alpha * total
 
 
 @dataclass
@@ -311,6 +258,7 @@ class _Run:
     opt: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None
     anchor: dict[str, torch.Tensor] | None = None  # the parent's weights, for L2-SP
+    parent: dict[str, torch.Tensor] | None = None  # the parent's state on the CPU, to average
 
     def validate(self) -> tuple[float | None, dict]:
         """Mean and per-patient validation Dice (None without validation patients)."""
@@ -350,13 +298,16 @@ def _setup(model, recipe, volumes, val_volumes, cfg: TrainConfig, fine_tune: boo
         net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     fp16 = device.type == "cuda" and not torch.cuda.is_bf16_supported()
-    anchor = None
-    if fine_tune and cfg.l2sp > 0:  # before a resume loads later weights: the parent's
+    anchor = parent = None  # taken before a resume loads later weights: the parent's
+    if fine_tune and cfg.l2sp > 0:
         anchor = {k: p.detach().float().clone() for k, p in model.named_parameters()}
+    if fine_tune and cfg.parent_share > 0:
+        parent = _snapshot(model, torch.device("cpu"))
     return _Run(
         cfg, recipe, rank, world, device, data, val_data, pool, spe,
         cfg.epochs * spe if cfg.epochs else None, cfg.minutes * 60 if cfg.minutes else None,
         freeze_bn, model, net, opt, torch.amp.GradScaler("cuda") if fp16 else None, anchor,
+        parent,
     )  # fmt: skip
 
 
@@ -502,7 +453,7 @@ def train(
         epoch = st.epoch + 1
         run.net.train()
         if run.freeze_bn:  # again every epoch: validation puts BatchNorm back in training mode
-            _bn_eval(model)
+            freeze_batchnorm(model)
         losses, stopped, message = _run_epoch(run, st, epoch, t_start, cancel, rng, gen, emit)
         if run.world > 1:  # each rank's forward moved its own BatchNorm statistics: take rank 0's
             for b in model.buffers():
@@ -535,6 +486,11 @@ def train(
             break
         if at_end:
             break
+    if run.parent is not None:  # the result: averaged with the parent, validated as averaged
+        best_state = average_weights(run.parent, best_state, cfg.parent_share)
+        if run.val_data and stopped is not StopReason.CANCELLED:
+            model.load_state_dict(best_state)
+            st.best_val, st.best_per = run.validate()
     dump_weight_hash(model, best_state, run.rank)
     summary = train_data.summary(train_volumes, val_volumes, run.data, run.pool)
     return TrainResult(
