@@ -165,7 +165,7 @@ def main_viewer(args, ids) -> None:
     if args.model:
         widget.form.model.value = args.model
     first_step = ClickSession(widget.form.model.value, device=args.device)
-    worker_ms, total_ms, merge_ms, dices = [], [], [], []
+    worker_ms, total_ms, merge_ms, cpu_ms, dices = [], [], [], [], []
     for pid in ids:
         patient = read_patient(args.data / pid)
         truth = patient.mask > 0
@@ -174,6 +174,7 @@ def main_viewer(args, ids) -> None:
         worker_ms += [t["worker_ms"] for t in r["timings"]]
         total_ms += [t["total_ms"] for t in r["timings"]]
         merge_ms += [t["merge_ms"] for t in r["timings"]]
+        cpu_ms += [t["cpu_ms"] for t in r["timings"]]
         dices.append(r["dice"])
         print(f"{pid} viewer: Dice {' '.join(f'{d:.3f}' for d in r['dice'])}  ms total "
               f"{np.median([t['total_ms'] for t in r['timings']]):.0f}", flush=True)  # fmt: skip
@@ -183,7 +184,8 @@ def main_viewer(args, ids) -> None:
         f"summary: viewer path, {len(ids)} patients, {len(total_ms)} clicks  {dice_text}  "
         f"ms/click (point to mask on screen) median {np.median(total_ms):.0f} p95 "
         f"{np.percentile(total_ms, 95):.0f}; worker median {np.median(worker_ms):.0f} p95 "
-        f"{np.percentile(worker_ms, 95):.0f}; merge (GUI thread) median {np.median(merge_ms):.1f}"
+        f"{np.percentile(worker_ms, 95):.0f}; merge (GUI thread) median {np.median(merge_ms):.1f}; CPU (all threads) "
+        f"median {np.median(cpu_ms):.0f}"
     )
     viewer.close()
 

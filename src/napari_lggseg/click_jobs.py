@@ -44,6 +44,7 @@ class Click:
     positive: bool
     state: str = "queued"  # queued | running | applied | undoing | earlier (cannot be undone)
     added_at: float = field(default_factory=time.perf_counter)
+    added_cpu: float = field(default_factory=time.process_time)  # all threads (benchmarks)
 
 
 @dataclass
