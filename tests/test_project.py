@@ -667,3 +667,19 @@ def test_take_over_is_offered_only_for_a_holder_this_machine_cannot_check():
     there = project_store.LockHolder(1, "other-machine", "ann", "now", "t")
     assert project_store.may_take_over(there)
     assert not project_store.may_take_over(here) and not project_store.may_take_over(None)
+
+
+def test_a_case_opened_before_its_prediction_gets_the_model_an_edited_one_keeps_its_own(project):
+    """The widget opens a case at once and predicts it after: the row names that model; a case
+    the person edited keeps the model their edit began from."""
+    project.open_case(IDS[0])
+    project.predict(IDS[0], FakeSegmenter())
+    assert project.record(IDS[0]).model == "fake-model"
+    assert project.record(IDS[0]).volume_voxels == 25 * SLICES[IDS[0]]
+    project.save_edit(IDS[0], _mask(project, IDS[0], 3), [0])
+    other = FakeSegmenter()
+    other.name = "other-model"
+    project.predict(IDS[0], other)
+    assert (
+        project.record(IDS[0]).model == "fake-model" and project.record(IDS[0]).volume_voxels == 3
+    )

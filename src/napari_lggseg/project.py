@@ -338,6 +338,7 @@ class Project(OrderMixin, RoundsMixin):
             postprocess=seg.postprocess,
             created=store.now_iso(),
         )
+        edited = case_id in self._pending or self.source.edit_info(self.correction_folder(case_id))
         with self._mutex:
             record = self._records[case_id]
             record.uncertainty = pred.uncertainty
@@ -345,7 +346,7 @@ class Project(OrderMixin, RoundsMixin):
                 record.dice = float(dice(pred.mask, data.expert_mask))
             if record.status == "new":
                 record.status = "predicted"
-            if record.status in NOT_OPENED:  # an opened case keeps the model its edit began from
+            if record.status in NOT_OPENED or not edited:  # an edit keeps the model it began from
                 record.model = pred.model
                 self._set_volume(record, pred.mask)
             self.current_model = self.current_model or pred.model

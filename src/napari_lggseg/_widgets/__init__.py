@@ -7,7 +7,7 @@ store and matplotlib load when it is built.
 
 from __future__ import annotations
 
-__all__ = ["ClicksWidget", "FineTuneWidget", "SegmentWidget"]
+__all__ = ["ClicksWidget", "FineTuneWidget", "ProjectWidget", "SegmentWidget"]
 
 
 def __getattr__(name: str):
@@ -23,4 +23,8 @@ def __getattr__(name: str):
         from ._clicks import ClicksWidget
 
         return ClicksWidget
+    if name == "ProjectWidget":
+        from ._project import ProjectWidget
+
+        return ProjectWidget
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
