@@ -514,11 +514,13 @@ def test_augment_substitutes_pre_and_post_contrast_by_flair():
 
 def test_fine_tune_config_is_a_short_gentle_round():
     """The widget's default round: a fixed, small number of steps, capped at about a minute, with
-    BatchNorm frozen for a few volumes (what test_batchnorm... checks the loop honours)."""
+    BatchNorm frozen for a few volumes (what test_batchnorm... checks the loop honours), held
+    near the parent's weights."""
     cfg = finetune.fine_tune_config(1)
     assert cfg.epochs * cfg.steps_per_epoch <= 60 and cfg.minutes is not None and cfg.minutes < 1.0
-    assert cfg.lr <= 1e-4 and cfg.freeze_bn  # 3e-4 cost other sites 0.02-0.08 Dice (ROUNDS.md)
-    assert not finetune.fine_tune_config(20).freeze_bn
+    assert cfg.freeze_bn and not finetune.fine_tune_config(20).freeze_bn
+    # a new site without forgetting (PROJECT.md): pulled toward the parent, averaged with it
+    assert cfg.l2sp > 0 and cfg.weight_decay == 0 and cfg.parent_share == 0.5
 
 
 # --------------------------------------------------------------------------- new site, old sites

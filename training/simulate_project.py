@@ -132,22 +132,17 @@ def read_lgg(ids, data: Path = DATA):
 
 # --------------------------------------------------------------------------- ablation
 
-# name -> (what it is, TrainConfig changes on top of the round's defaults for 3 volumes)
+# name -> (what it is, its TrainConfig settings on top of the round's epochs, steps and batch)
+OLD = {"lr": 1e-4, "weight_decay": 1e-4, "l2sp": 0.0, "site_bn": 0.0, "parent_share": 0.0}
 CANDIDATES = {
-    "old": ("the round before: lr 1e-4, BatchNorm frozen", {"l2sp": 0.0, "site_bn": 0.0}),
-    "lr5e-4": ("lr 5e-4, BatchNorm frozen", {"lr": 5e-4, "l2sp": 0.0, "site_bn": 0.0}),
-    "lr3e-5": ("lr 3e-5, BatchNorm frozen", {"lr": 3e-5, "l2sp": 0.0, "site_bn": 0.0}),
-    "l2sp": ("lr 5e-4 + L2-SP 0.01", {"lr": 5e-4, "l2sp": 0.01, "weight_decay": 0.0, "site_bn": 0.0}),
-    "l2sp0.1": ("lr 5e-4 + L2-SP 0.1", {"lr": 5e-4, "l2sp": 0.1, "weight_decay": 0.0, "site_bn": 0.0}),
-    "l2sp-lo0.1": ("lr 1e-4 + L2-SP 0.1", {"l2sp": 0.1, "weight_decay": 0.0, "site_bn": 0.0}),
-    "l2sp-lo1": ("lr 1e-4 + L2-SP 1", {"l2sp": 1.0, "weight_decay": 0.0, "site_bn": 0.0}),
-    "l2sp1": ("lr 5e-4 + L2-SP 1", {"lr": 5e-4, "l2sp": 1.0, "weight_decay": 0.0, "site_bn": 0.0}),
-    "bn": ("site BatchNorm statistics, then lr 1e-4", {"site_bn": 1.0, "l2sp": 0.0}),
-    "bn-half": ("half site BatchNorm statistics, then lr 1e-4", {"site_bn": 0.5, "l2sp": 0.0}),
-    "bn+l2sp": (
-        "site BatchNorm statistics, then lr 5e-4 + L2-SP 0.01",
-        {"site_bn": 1.0, "lr": 5e-4, "l2sp": 0.01, "weight_decay": 0.0},
-    ),
+    "old": ("the round before: lr 1e-4, BatchNorm frozen", OLD),
+    "lr5e-4": ("lr 5e-4, BatchNorm frozen", {**OLD, "lr": 5e-4}),
+    "lr3e-5": ("lr 3e-5, BatchNorm frozen", {**OLD, "lr": 3e-5}),
+    "l2sp": ("lr 5e-4 + L2-SP 0.01", {**OLD, "lr": 5e-4, "l2sp": 0.01, "weight_decay": 0.0}),
+    "l2sp0.1": ("lr 5e-4 + L2-SP 0.1", {**OLD, "lr": 5e-4, "l2sp": 0.1, "weight_decay": 0.0}),
+    "l2sp1": ("lr 5e-4 + L2-SP 1", {**OLD, "lr": 5e-4, "l2sp": 1.0, "weight_decay": 0.0}),
+    "bn": ("site BatchNorm statistics, then lr 1e-4", {**OLD, "site_bn": 1.0}),
+    "bn-half": ("half site BatchNorm statistics, then lr 1e-4", {**OLD, "site_bn": 0.5}),
 }  # fmt: skip
 # "<candidate>+wise<b>": that candidate's weights averaged with the parent's, b of the fine-tuned
 # (WiSE-FT, Wortsman et al. 2022); no extra training
@@ -197,7 +192,7 @@ def run_ablation(args, site_root: Path, rows_path: Path) -> list[dict]:
         base_site = site_dice(base, proj, ids)
         base_lgg = lgg_dice(base, others)
         rng = np.random.default_rng(args.seed)
-        for d in range(args.draws):
+        for d in range(args.ablation_draws):
             order = [str(i) for i in rng.permutation(ids)]
             train_ids, held = order[: args.k], order[args.k :]
             vols = round_volumes(proj, train_ids)
@@ -618,8 +613,13 @@ def main() -> None:
     ap.add_argument("--only", choices=("ablation", "simulation", "timings", "report"), default=None)
     ap.add_argument("--minutes", type=float, default=3.0, help="the CLI target's --minutes")
     ap.add_argument("--out", type=Path, default=HERE / "PROJECT.md")
-    ap.add_argument("--candidates", default=",".join(CANDIDATES))
-    ap.add_argument("--arms", default="adapt,old", help="round arms besides 'none' (no rounds)")
+    ap.add_argument("--ablation-draws", type=int, default=2)
+    ap.add_argument(
+        "--candidates",
+        default="old,old+wise0.5,l2sp0.1,l2sp0.1+wise0.5,l2sp1,lr3e-5",
+        help=f"ablation candidates (of {', '.join(CANDIDATES)}, bn-only always, <name>+wise<b>)",
+    )
+    ap.add_argument("--arms", default="adapt", help="round arms besides 'none' (no rounds)")
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "simulate-project")
     started = time.time()
     args = ap.parse_args()
