@@ -303,3 +303,30 @@ def test_mapped_image_layers_and_missing_sequences(make_napari_viewer, qtbot, ti
     assert "pre- and post-contrast missing: using FLAIR only" in widget.sequences_label.text()
     # issue 13: layers from no patient folder were never closed, so the status must not say so
     assert "closed" not in widget.status.text(), widget.status.text()
+
+
+def test_the_dock_fits_napari_default_window_after_a_run(
+    make_napari_viewer, qtbot, tiny_model_store
+):
+    """At the size napari opens with on a fresh profile (1089 x 630) the Segment tumour dock
+    needs no sideways scrolling after a run, for a long LGG patient id too: status lines wrap,
+    combo boxes shrink and elide, the spacing boxes stay narrow."""
+    from qtpy.QtWidgets import QApplication, QScrollArea
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1089, 630)
+    pid = _add_other_patient(viewer, "TCGA_HT_A61A_20000127")
+    _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment tumour")
+    widget.select_model(tiny_model_store)
+    widget.set_patient(pid)
+    widget.form.spacing_row.use_spacing.value = True  # the volume line says mL too
+    assert widget.run()
+    _wait_done(qtbot, widget)
+    for _ in range(10):
+        QApplication.processEvents()
+    assert widget.result_layer(pid) is not None and widget.review.rows()
+    assert f"added '{pid} prediction'" in widget.status.text()
+    scroll = widget.findChild(QScrollArea)
+    body, view = scroll.widget(), scroll.viewport()
+    assert body.minimumSizeHint().width() <= view.width(), (body.minimumSizeHint(), view.width())
+    assert body.width() <= view.width() and not scroll.horizontalScrollBar().isVisible()

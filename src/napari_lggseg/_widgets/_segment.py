@@ -71,6 +71,23 @@ def _segment_job(inp, model, device, tta, threshold, postprocess, cache, spacing
     )
 
 
+def _fit_width(body: QWidget, form) -> None:
+    """Let the dock body shrink to the width napari's default window gives a dock (350-400
+    px at 1089 x 630), so a run never makes it scroll sideways: word-wrapped labels wrap at the
+    width they get (magicgui's Label is fixed to its one-line width), and the spacing boxes drop
+    napari's 70-px minimum text width (three of them beside "Spacing (mm)" set the width)."""
+    from qtpy.QtWidgets import QLabel, QSizePolicy
+
+    for label in body.findChildren(QLabel):
+        if label.wordWrap():
+            policy = label.sizePolicy()
+            policy.setHorizontalPolicy(QSizePolicy.Policy.Preferred)
+            label.setSizePolicy(policy)
+    for axis in "zyx":
+        box = form.spacing_row[f"spacing_{axis}"].native
+        box.setStyleSheet("QAbstractSpinBox { min-width: 28px; padding: 1px 3px; }")
+
+
 class SegmentWidget(QWidget):
     """Segment tumour: see the module docstring for how runs are bound and what they replace."""
 
@@ -116,6 +133,7 @@ class SegmentWidget(QWidget):
         ):
             body.addWidget(w)
         body.addStretch(1)
+        _fit_width(body.parentWidget(), f)
         self._connect_form()
         self.refresh_models()
         self._connect_viewer()
