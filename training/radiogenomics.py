@@ -89,13 +89,14 @@ def choose_models(patient_ids, shipped: models.ModelInfo, folds) -> dict[str, st
 
 def load_segmenter(info: models.ModelInfo, device: str = "cpu"):
     from napari_lggseg.inference import Segmenter
+    from napari_lggseg.model_cards import card_postprocessing
     from napari_lggseg.preprocess import Recipe
     from napari_lggseg.unet import load_state_dict_strict
 
     net = models.build_model(info.card)
     load_state_dict_strict(net, models.load_state_dict(info), source=str(info.path))
     seg = Segmenter(net, Recipe.from_dict(info.card["preprocessing"]), device, name=info.name)
-    seg.default_postprocess = info.card.get("postprocessing", {}).get("method", "min-size")
+    seg.default_postprocess = card_postprocessing(info.card).method
     return seg
 
 

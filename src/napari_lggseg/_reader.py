@@ -33,7 +33,7 @@ import numpy as np
 
 from . import scan_io
 from .cases import find_cases, read_case
-from .layer_meta import META_KEY, PLUGIN, Role, layer_kwargs, make_meta
+from .layer_meta import META_KEY, PLUGIN, Role, fields_from_sidecar, layer_kwargs, make_meta
 from .lgg_io import (
     SEQUENCES,
     is_corrections_folder,
@@ -138,6 +138,7 @@ def read_lgg_path(path: str | os.PathLike, kind: str | None = None) -> list[tupl
             reviewed_slices=list(corr.reviewed_slices),
             model=corr.model,
             whole_volume_reviewed=corr.whole_volume_reviewed,
+            **fields_from_sidecar(corr.extra),
         )
         layers.append(
             (
@@ -262,6 +263,7 @@ def read_nifti_path(path: Path, kind: str) -> list[tuple]:
         reviewed_slices=list(saved.reviewed_slices),
         model=saved.model,
         whole_volume_reviewed=saved.whole_volume_reviewed,
+        **fields_from_sidecar(saved.sidecar),
     )
     kwargs = layer_kwargs(f"{saved.case.case_id} {role}", meta, **_placement(saved.case))
     layers.append((saved.mask, kwargs, "labels"))

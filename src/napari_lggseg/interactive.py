@@ -19,7 +19,7 @@ import torch
 
 from .click_jobs import ClickIgnored, check_click
 from .devices import resolve_device
-from .model_cards import EXTRA_CHANNELS, is_interactive
+from .model_cards import EXTRA_CHANNELS, card_postprocessing, is_interactive
 from .preprocess import Recipe, prepare, prepare_mask, restore
 
 
@@ -109,7 +109,8 @@ class ClickModel:
 
     @property
     def threshold(self) -> float:
-        return float(self.card.get("postprocessing", {}).get("threshold", 0.5))
+        threshold = card_postprocessing(self.card).threshold
+        return 0.5 if threshold is None else threshold
 
     @classmethod
     def from_store(cls, name: str | None = None) -> ClickModel:

@@ -160,6 +160,16 @@ def sidecar_fields(meta: Mapping) -> dict:
     return {"clicks": [[int(z), int(y), int(x), bool(p)] for z, y, x, p in clicks]}
 
 
+def fields_from_sidecar(sidecar: Mapping) -> dict:
+    """The inverse of :func:`sidecar_fields`: what a reopened mask's layer metadata takes back
+    from its sidecar, so saving it again keeps its clicks."""
+    clicks = sidecar.get("clicks") or []
+    try:
+        return {"clicks": [[int(z), int(y), int(x), bool(p)] for z, y, x, p in clicks]}
+    except (TypeError, ValueError):  # a hand-edited sidecar: the mask still opens
+        return {}
+
+
 def unwrap_viewer(viewer):
     """napari hands dock widgets and plugins a ``PublicOnlyProxy``; runs and review records are
     bound to the viewer and its layers by identity, so keep the object itself (and use only its

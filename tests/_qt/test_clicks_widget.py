@@ -216,6 +216,12 @@ def test_negative_click_painted_slice_outside_click_and_the_sidecar(
     changed = {int(k) for k in np.nonzero((after != start).any(axis=(1, 2)))[0]}
     assert changed and set(corr.reviewed_slices) == changed | {zc + 1}
     np.testing.assert_array_equal(corr.mask > 0, after)
+    # reopened and saved again, the corrections keep their clicks
+    reopened = viewer.open(out, plugin=PLUGIN)[-1]
+    assert read_meta(reopened)["clicks"] == [[zc, cy, cx, False]]
+    again = tmp_path / "corrected-again"
+    reopened.save(str(again), plugin=PLUGIN)
+    assert read_corrections(again).extra["clicks"] == [[zc, cy, cx, False]]
 
 
 class Gate:
@@ -314,6 +320,8 @@ def test_nifti_case_clicks_reach_the_mask_sidecar(make_napari_viewer, qtbot, tmp
     sidecar = json.loads((out / "C1_mask.json").read_text())
     assert sidecar["clicks"] == [[z, y, x, True]] and sidecar["kind"] == "corrections"
     assert set(sidecar["reviewed_slices"]) == set(read_meta(labels)["reviewed_slices"])
+    reopened = viewer.open(out / "C1_mask.nii.gz", plugin=PLUGIN)[-1]
+    assert read_meta(reopened)["clicks"] == [[z, y, x, True]]
 
 
 def test_real_patient_click_and_undo(make_napari_viewer, qtbot, real_patient):

@@ -1,7 +1,8 @@
-"""The plugin's two dock widgets: Segment tumour and Fine-tune (the only Qt code).
+"""The plugin's dock widgets: Segment tumour, Fine-tune, Click correction and Annotation project
+(the only Qt code).
 
-Importing this package imports neither Qt nor torch: napari resolves ``SegmentWidget`` and
-``FineTuneWidget`` through ``__getattr__`` when a widget is first opened, and torch, the model
+Importing this package imports neither Qt nor torch: napari resolves each widget class through
+``__getattr__`` when a widget is first opened, and torch, the model
 store and matplotlib load when it is built.
 """
 
