@@ -43,10 +43,13 @@ def held_training(monkeypatch):
     release.set()
 
 
-def _corrected_viewer(make_napari_viewer, qtbot, model):
+def _corrected_viewer(make_napari_viewer, qtbot, model, size=None):
     """The sample, segmented with ``model``, with three slices corrected with napari's brush:
-    each loses the edge of its predicted region (erased with label 0)."""
-    viewer = make_napari_viewer()
+    each loses the edge of its predicted region (erased with label 0). ``size``: the window
+    shown at that size."""
+    viewer = make_napari_viewer(show=size is not None)
+    if size is not None:
+        viewer.window._qt_window.resize(*size)
     viewer.open_sample(PLUGIN, "synthetic_patient")
     _d, seg = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment tumour")
     _d, ft = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune", tabify=True)
@@ -181,3 +184,26 @@ def test_a_model_the_store_cannot_take_is_saved_elsewhere_and_the_status_says_wh
     assert "failed" not in status.lower(), "the training worked: only the store did not"
     assert ft.new_model is None and not ft.segment_button.enabled and _names() == before
     assert ft.result is not None and ft.run_button.enabled
+
+
+def test_the_dock_fits_napari_default_window_after_a_run(
+    make_napari_viewer, qtbot, store, tiny_model_store
+):
+    """At napari's default window size (1089 x 630) the Fine-tune dock needs no sideways
+    scrolling after a run: its status, budget sentence and candidate list wrap or shrink."""
+    from qtpy.QtWidgets import QApplication, QScrollArea
+
+    viewer, seg, ft, _pred, _painted = _corrected_viewer(
+        make_napari_viewer, qtbot, tiny_model_store, size=(1089, 630)
+    )
+    ft.set_budget(1, "epochs")
+    ft.form.model_name.value = "tiny-fits"
+    assert ft.run()
+    qtbot.waitUntil(lambda: not ft.is_running, timeout=TIMEOUT)
+    assert ft.new_model == "tiny-fits", ft.status.text()
+    for _ in range(10):
+        QApplication.processEvents()
+    scroll = ft.findChild(QScrollArea)
+    body, view = scroll.widget(), scroll.viewport()
+    assert body.minimumSizeHint().width() <= view.width(), (body.minimumSizeHint(), view.width())
+    assert not scroll.horizontalScrollBar().isVisible()
