@@ -100,7 +100,7 @@ def test_the_table_lists_the_cases_predicted_in_the_background_dice_hidden(
     assert table.isColumnHidden(table.horizontalHeader().count() - 2), "Dice hidden by default"
     assert not table.text(IDS[0], "Dice")
     widget.form.show_dice.value = True
-    assert not table.isColumnHidden(table.horizontalHeader().count() - 2)
+    qtbot.waitUntil(lambda: not table.isColumnHidden(table.horizontalHeader().count() - 2))
     assert 0.0 <= float(table.text(IDS[0], "Dice")) <= 1.0
     state = json.loads((tmp_path / "project" / "lggseg_project.json").read_text())
     assert state["settings"]["show_dice"] is True
@@ -222,9 +222,9 @@ def test_an_unwritable_folder_keeps_the_edit_in_memory_and_retries(
     assert widget.table.text(IDS[0], "status") == "in review (unsaved)"
     monkeypatch.undo()  # room again: the retry writes it
     folder = tmp_path / "project" / "corrections" / IDS[0]
-    qtbot.waitUntil(lambda: not widget.project.pending_edits, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: "All edits saved" in widget.save_status.text(), timeout=TIMEOUT)
+    assert widget.project.pending_edits == []
     assert lgg_io.read_corrections(folder).reviewed_slices == [2]
-    assert "All edits saved" in widget.save_status.text()
 
 
 _CHILD = textwrap.dedent(
@@ -389,10 +389,11 @@ def test_a_round_after_k_done_cases_repredicts_the_cases_not_opened(
     widget.round_minutes = 0.05  # a tiny budget: the test checks the wiring, not the learning
     _create(qtbot, widget, cohort, tmp_path / "project", round_every=2)
     assert widget.project.settings.round_every == 2
+    _open_and_wait(qtbot, widget, widget.next_case)
     for _ in range(2):
-        _open_and_wait(qtbot, widget, widget.next_case)
         _paint(widget.mask_layer, 4, 1)
-        assert widget.done()
+        _open_and_wait(qtbot, widget, widget.done)  # Done opens the next case
+    assert widget.current == IDS[2]
     qtbot.waitUntil(lambda: widget.rounds_run == 1, timeout=4 * TIMEOUT)
     _settle(qtbot, widget)
     project = widget.project
@@ -402,6 +403,7 @@ def test_a_round_after_k_done_cases_repredicts_the_cases_not_opened(
     assert widget.form.model_row.model.value == only.model
     assert widget.table.text(IDS[3], "model") == only.model, "not opened: predicted again"
     assert widget.table.text(IDS[0], "model") == tiny_model_store, "done cases keep theirs"
+    assert widget.table.text(IDS[2], "model") == tiny_model_store, "so does the open one"
     try:
         widget.close_project()
     finally:

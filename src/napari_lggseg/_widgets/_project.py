@@ -25,12 +25,13 @@ The background work lives in :mod:`._project_work`; the form and the table in
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 
 import napari.viewer
 from magicgui.widgets import PushButton
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import QWidget
 
 from ..layer_meta import unwrap_viewer
@@ -72,6 +73,7 @@ class ProjectWidget(CasesMixin, BackgroundMixin, QWidget):
         self._uncertainty = None  # per-slice uncertainty of the open case's prediction
         self._run_request: str | None = None
         self._round_wanted = False
+        self._docked = False
         self._paused = False  # Cancel pressed: no more background predictions until asked
         self._job = ("", None, False)  # kind, case, returned
         self.form = f = project_form()
@@ -267,28 +269,33 @@ class ProjectWidget(CasesMixin, BackgroundMixin, QWidget):
                 self.save_status.setText(str(exc))
 
     # ------------------------------------------------------------------ settings
+    # written through the file queue: the project file waits for a save or a read in progress,
+    # which the GUI thread must not
 
-    def _on_model_changed(self, *_) -> None:
-        name = self.form.model_row.model.value
-        if self.project is not None and name and name != self.project.current_model:
-            self.project.use_model(name)
+    def _setting(self, change, *args) -> None:
+        def applied(_):
             self._paused = False
             self._refresh()
             self._pump()
 
+        self.io.submit("save", change, *args, on_done=applied, on_error=self._on_save_failed)
+
+    def _on_model_changed(self, *_) -> None:
+        name = self.form.model_row.model.value
+        if self.project is not None and name and name != self.project.current_model:
+            self._setting(self.project.use_model, name)
+
     def _on_order_changed(self, order) -> None:
         if self.project is not None:
-            self.project.set_order(order)
-            self._refresh()
+            self._setting(self.project.set_order, order)
 
     def _on_round_every_changed(self, k) -> None:
         if self.project is not None:
-            self.project.set_round_every(int(k))
+            self._setting(self.project.set_round_every, int(k))
 
     def _on_show_dice_changed(self, show) -> None:
         if self.project is not None:
-            self.project.set_show_dice(bool(show))
-            self._refresh()
+            self._setting(self.project.set_show_dice, bool(show))
 
     # ------------------------------------------------------------------ view
 
@@ -315,13 +322,24 @@ class ProjectWidget(CasesMixin, BackgroundMixin, QWidget):
     def _say(self, text: str) -> None:
         self.status.setText(text)
 
+    def event(self, ev) -> bool:
+        """Closing the dock (its x) takes this widget out of it without deleting it, so Qt's
+        ``destroyed`` may come late or never: leaving the dock counts as closing."""
+        if ev.type() == QEvent.Type.ParentChange:
+            if self.parent() is not None:
+                self._docked = True
+            elif self._docked and not self.runner.closed:
+                self.runner.close()  # cancels the background work, then calls _on_close
+        return super().event(ev)
+
     def _on_close(self) -> None:
         """The dock is going away (Qt deleted it): keys unbound, edits saved, project closed."""
         self._unbind()
-        self._retry.stop()
+        with contextlib.suppress(RuntimeError):
+            self._retry.stop()
         self.tracker.disconnect(self._on_review_changed)
         self.close_project()
-        self.autosave.timer.stop()
+        self.autosave.stop()
 
 
 def _chosen(path) -> bool:

@@ -60,7 +60,7 @@ class BackgroundMixin:
             with_review = case == self.current and segment_widget_for(self.viewer) is not None
             args = (p, case, model, device, self._segmenters, with_review)
             return self._start("predict", case, predict_job, *args)
-        nxt = p.next_case(self.current) if self.current else None
+        nxt = p.next_case(self.current)  # the first case too, before any is open
         if nxt and nxt not in self._data and nxt not in self._read_tried and not self._paused:
             self._read_tried.add(nxt)
             self._start("read", nxt, read_job, p, nxt)

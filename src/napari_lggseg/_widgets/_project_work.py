@@ -9,6 +9,7 @@ model jobs run beside it, so opening the next case never waits for a prediction.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -138,7 +139,7 @@ class Autosaver:
         layer.events.set_data.connect(self._maybe)  # undo/redo; also every refresh
 
     def unwatch(self) -> None:
-        self.timer.stop()
+        self.stop()
         if self.layer is not None:
             self.layer.events.paint.disconnect(self.schedule)
             self.layer.events.data.disconnect(self.schedule)
@@ -159,10 +160,14 @@ class Autosaver:
         if self.layer is not None and not self.timer.isActive():
             self.timer.start()  # never postpones a due save (refreshes come while scrolling)
 
+    def stop(self) -> None:
+        with contextlib.suppress(RuntimeError):  # Qt deleted the timer (the app is quitting)
+            self.timer.stop()
+
     def snapshot(self):
         """(case id, mask, reviewed slices) when the mask differs from the last one saved, and
         from now on it counts as saved; None when nothing changed."""
-        self.timer.stop()
+        self.stop()
         if self.layer is None:
             return None
         mask = np.array(self.layer.data, copy=True)
