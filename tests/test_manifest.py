@@ -45,7 +45,11 @@ def test_manifest_contents():
     assert widgets == {
         "napari-lggseg.make_segment_widget": "Segment tumour",
         "napari-lggseg.make_finetune_widget": "Fine-tune",
+        "napari-lggseg.make_clicks_widget": "Click correction",
+        "napari-lggseg.make_project_widget": "Annotation project",
     }
+    assert commands["napari-lggseg.make_clicks_widget"] == "napari_lggseg._widgets:ClicksWidget"
+    assert commands["napari-lggseg.make_project_widget"] == "napari_lggseg._widgets:ProjectWidget"
     menu = manifest["contributions"]["menus"]["napari/layers/segment"]
     assert {"command": "napari-lggseg.make_segment_widget"} in menu
 
