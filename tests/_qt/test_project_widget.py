@@ -22,6 +22,7 @@ from qtpy.QtCore import Qt
 from napari_lggseg import lgg_io
 from napari_lggseg.layer_meta import PLUGIN, read_meta
 from napari_lggseg.project import Project
+from napari_lggseg.uncertainty import slices_to_review
 
 TIMEOUT = 60000  # ms; the machine is shared
 IDS = [f"TCGA_AA_{i:04d}_20000101" for i in range(1, 5)]
@@ -152,8 +153,11 @@ def test_next_most_uncertain_first_and_the_keyboard(
     assert "Shift+N" in widget.form.nav.next.tooltip
 
 
-def test_double_click_opens_a_case(make_napari_viewer, qtbot, tiny_model_store, cohort, tmp_path):
+def test_double_click_opens_a_case_segment_tumour_lists_its_slices(
+    make_napari_viewer, qtbot, tiny_model_store, cohort, tmp_path
+):
     viewer, widget = _dock(make_napari_viewer, tiny_model_store)
+    _seg_dock, seg = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment tumour")
     _create(qtbot, widget, cohort, tmp_path / "project")
     table = widget.table
     rect = table.visualItemRect(table.item(table.row_of(IDS[2]), 0))
@@ -162,6 +166,11 @@ def test_double_click_opens_a_case(make_napari_viewer, qtbot, tiny_model_store, 
     qtbot.mouseDClick(table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
     qtbot.waitUntil(lambda: widget.current == IDS[2] and widget.idle, timeout=TIMEOUT)
     assert widget.mask_layer is not None and _case_layers(viewer, IDS[2])
+    # the case's mask is Segment tumour's result for it: its slices to check, Mark slice
+    assert seg.result_layer(IDS[2]) is widget.mask_layer
+    stored = widget.project.prediction(IDS[2])
+    expected = [z for z, _ in slices_to_review(stored.prob)]
+    assert [z for z, _ in seg.review_slices(IDS[2])] == expected
 
 
 # --------------------------------------------------------------------------- autosave

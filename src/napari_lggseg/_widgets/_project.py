@@ -76,6 +76,8 @@ class ProjectWidget(CasesMixin, BackgroundMixin, QWidget):
         self._docked = False
         self._paused = False  # Cancel pressed: no more background predictions until asked
         self._job = ("", None, False)  # kind, case, returned
+        self._job_project = None
+        self._removing = None  # the previous case's layers, removed once the new one shows
         self.form = f = project_form()
         self.table = CaseTable()
         self.status, self.work_status = status_label("status"), status_label("work")
@@ -301,8 +303,10 @@ class ProjectWidget(CasesMixin, BackgroundMixin, QWidget):
 
     @property
     def idle(self) -> bool:
-        """Nothing running: no file work, no model job, no case being opened (tests, scripts)."""
-        return not (self.io.busy or self.runner.is_running or self._opening is not None)
+        """Nothing running: no file work, no model job, no case being opened or closed (tests,
+        scripts)."""
+        busy = self.io.busy or self.runner.is_running or self._removing is not None
+        return not (busy or self._opening is not None)
 
     def _refresh(self) -> None:
         if self.runner.closed:

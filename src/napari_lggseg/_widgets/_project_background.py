@@ -63,13 +63,21 @@ class BackgroundMixin:
         nxt = p.next_case(self.current)  # the first case too, before any is open
         if nxt and nxt not in self._data and nxt not in self._read_tried and not self._paused:
             self._read_tried.add(nxt)
-            self._start("read", nxt, read_job, p, nxt)
+            return self._start("read", nxt, read_job, p, nxt)
+        if not self._paused:  # a paused dock keeps saying why it stopped
+            self.work_status.setText(
+                f"Every case not opened yet has a prediction from {model}."
+                if model
+                else "No model in the store to predict with (see README)."
+            )
 
-    def _start(self, kind: str, case: str | None, job, *args) -> None:
+    def _start(self, kind: str, case: str | None, job, project, *args) -> None:
         self._job = (kind, case, False)
+        self._job_project = project  # a result for a project closed meanwhile is dropped
         what = {"round": "a fine-tuning round", "predict": f"predicting {case}"}
         started = self.runner.start(
             job,
+            project,
             *args,
             description=what.get(kind, f"reading {case}"),
             on_returned=self._on_job_returned,
@@ -81,7 +89,7 @@ class BackgroundMixin:
     def _on_job_returned(self, out) -> None:
         kind, case, _ = self._job
         self._job = (kind, case, True)
-        if out is None or self.project is None:
+        if out is None or self.project is None or self._job_project is not self.project:
             return
         if isinstance(out, JobFailed):
             self.work_status.setText(out.message[:1].upper() + out.message[1:])

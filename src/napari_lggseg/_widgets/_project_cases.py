@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from qtpy.QtCore import QTimer
 
 from ..layer_meta import read_meta
 from ..project import ProjectWriteError
@@ -49,7 +50,8 @@ class CasesMixin:
             return True
         snapshot = self.autosave.snapshot()
         for layer in self.case_layers:
-            layer.editable = False  # edits made while the next case loads would be lost
+            if layer is not None and _is_labels(layer):
+                layer.editable = False  # edits made while the next case loads would be lost
         self._opening, self._open_started = case_id, time.perf_counter()
         self._say(f"Opening {case_id}…")
         self.io.submit(
@@ -69,10 +71,8 @@ class CasesMixin:
     def _on_opened(self, shown) -> None:
         case_id = shown.opened.data.case_id
         self._opening = None
-        self._close_case_layers()
         self.current, self.opened = case_id, shown.opened
-        for data, kwargs, kind in shown.layers:
-            self.case_layers.append(getattr(self.viewer, f"add_{kind}")(data, **kwargs))
+        self._show_layers(shown.layers)
         pred = shown.opened.prediction
         self._uncertainty = None if pred is None else np.asarray(pred.slice_uncertainty)
         if shown.mask is not None:
@@ -87,12 +87,13 @@ class CasesMixin:
         request, self._open_request = self._open_request, None
         if request is not None and request != case_id:
             self.open_case(request)
-        self._pump()
+        QTimer.singleShot(0, self._pump)  # after the old layers' removal: not both at once
 
     def _on_open_failed(self, exc) -> None:
         case_id, self._opening = self._opening, None
         for layer in self.case_layers:
-            layer.editable = True
+            if _is_labels(layer):
+                layer.editable = True
         self._say(f"Cannot open {case_id}: {exc}")
         self._refresh()
         request, self._open_request = self._open_request, None
@@ -137,11 +138,44 @@ class CasesMixin:
         order = [int(z) for z in np.argsort(-u, kind="stable") if int(z) not in done]
         return order[0] if order else None
 
-    def _close_case_layers(self) -> None:
+    def _show_layers(self, tuples) -> None:
+        """The new case's images go into the previous case's image layers (napari builds a layer
+        in ~0.25 s and collects garbage on each removal, ~0.2 s, on the GUI thread); its masks
+        are new layers, so that no undo step or reviewed slice of the previous case follows."""
+        from napari.layers import Image
+
+        old = [lyr for lyr in self.case_layers if lyr in self.viewer.layers]
+        reusable = {
+            (read_meta(lyr) or {}).get("sequence"): lyr for lyr in old if isinstance(lyr, Image)
+        }
+        shown = []
+        for data, kwargs, kind in tuples:
+            layer = (
+                reusable.pop(read_meta(kwargs).get("sequence"), None) if kind == "image" else None
+            )
+            if layer is not None and _refill_image(layer, data, kwargs):
+                shown.append(layer)
+            else:
+                shown.append(getattr(self.viewer, f"add_{kind}")(data, **kwargs))
         self.autosave.unwatch()
-        for layer in self.case_layers:
+        gone = [lyr for lyr in old if lyr not in shown]
+        for layer in gone:
+            layer.visible = False
+        if gone:  # once the new case is on screen: napari collects garbage on each removal
+            self._removing = gone
+            QTimer.singleShot(0, lambda: self._remove_layers(gone))
+        self.case_layers, self.mask_layer, self._uncertainty = shown, None, None
+
+    def _remove_layers(self, layers) -> None:
+        for layer in layers:
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
+        if self._removing is layers:
+            self._removing = None
+
+    def _close_case_layers(self) -> None:
+        self.autosave.unwatch()
+        self._remove_layers(self.case_layers)
         self.case_layers, self.mask_layer, self._uncertainty = [], None, None
 
     def _keep_data_of_next(self) -> None:
@@ -284,3 +318,22 @@ class CasesMixin:
         self.go_to_slice(z)
         self._say(f"Slice {z}: {u[z]:.0f} uncertain voxels; {len(ranked)} such slices unreviewed.")
         return z
+
+
+def _is_labels(layer) -> bool:
+    return hasattr(getattr(layer, "events", None), "paint")
+
+
+def _refill_image(layer, data, kwargs) -> bool:
+    """Put another case's sequence into an open image layer; False when it cannot hold it."""
+    if np.ndim(data) != layer.ndim or np.asarray(data).dtype != layer.data.dtype:
+        return False
+    ones = (1.0,) * layer.ndim
+    layer.metadata = kwargs["metadata"]
+    layer.name = kwargs["name"]
+    layer.scale = kwargs.get("scale", ones)
+    layer.translate = kwargs.get("translate", (0.0,) * layer.ndim)
+    layer.data = data
+    layer.contrast_limits = kwargs["contrast_limits"]
+    layer.visible = kwargs.get("visible", True)
+    return True

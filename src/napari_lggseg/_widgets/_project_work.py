@@ -332,6 +332,8 @@ def read_job(project, case_id, state, emit):
     """Worker thread: read the next case ahead, so that Next shows it without reading."""
     from ..project import CaseReadError
 
+    if not state.closed:
+        emit(RunEvent("stage", f"reading {case_id} ahead"))
     try:
         return Predicted(case_id, project.load_case(case_id), None)
     except CaseReadError as exc:
