@@ -14,6 +14,7 @@ from ._common import refill_models, segment_widget_for
 from ._project_work import (
     JobFailed,
     Predicted,
+    background_threads,
     mask_tuple,
     predict_job,
     read_job,
@@ -57,8 +58,10 @@ class BackgroundMixin:
             case = todo[0] if todo else None
         if case is not None and model is not None:
             self._run_request = None
-            with_review = case == self.current and segment_widget_for(self.viewer) is not None
-            args = (p, case, model, device, self._segmenters, with_review)
+            waited_for = case == self.current  # the open case: all threads
+            with_review = waited_for and segment_widget_for(self.viewer) is not None
+            threads = None if waited_for else background_threads()
+            args = (p, case, model, device, self._segmenters, with_review, threads)
             return self._start("predict", case, predict_job, *args)
         nxt = p.next_case(self.current)  # the first case too, before any is open
         if nxt and nxt not in self._data and nxt not in self._read_tried and not self._paused:

@@ -289,8 +289,34 @@ class Predicted:
     review: tuple = (None, [])
 
 
-def predict_job(project, case_id, model, device, cache, with_review, state, emit):
-    """Worker thread: predict one case with the project's model (loaded once per device)."""
+def background_threads() -> int:
+    """torch threads for predictions nobody waits for: one core less than torch's own choice,
+    so the GUI thread keeps one (on 2 cores: the viewer stalled 100-150 ms per network batch
+    while scrolling with 2)."""
+    import torch
+
+    return max(1, torch.get_num_threads() - 1)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run with ``n`` intra-op torch threads in this worker thread, then restore them."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def predict_job(project, case_id, model, device, cache, with_review, threads, state, emit):
+    """Worker thread: predict one case with the project's model (loaded once per device);
+    ``threads``: torch threads (None: torch's own, for the case the person waits for)."""
     from ..inference import Cancelled, Segmenter
     from ..models import ModelError
     from ..project import CaseReadError, ProjectError, ProjectWriteError
@@ -310,13 +336,14 @@ def predict_job(project, case_id, model, device, cache, with_review, state, emit
     data = None
     try:
         data = project.load_case(case_id)
-        pred = project.predict(
-            case_id,
-            segmenter,
-            progress=lambda i, n: send(RunEvent("progress", fraction=i / n)),
-            cancel=state.cancel,
-            data=data,
-        )
+        with torch_threads(threads):
+            pred = project.predict(
+                case_id,
+                segmenter,
+                progress=lambda i, n: send(RunEvent("progress", fraction=i / n)),
+                cancel=state.cancel,
+                data=data,
+            )
     except Cancelled:
         return None
     except CaseReadError as exc:
