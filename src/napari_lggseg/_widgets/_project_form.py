@@ -30,6 +30,50 @@ def _key(action: str) -> str:
     return SHORTCUTS[action].replace("-", "+")
 
 
+def _case_rows() -> tuple[Container, Container]:
+    """The worklist's buttons: Previous / Next / Done, then the slice tools, Run and Cancel;
+    each tooltip names its shortcut."""
+    nav = _row(
+        "nav",
+        " ",
+        PushButton(
+            name="previous", text="◀ Previous", tooltip=f"The case before ({_key('previous')})"
+        ),
+        PushButton(
+            name="next", text="Next ▶", tooltip=f"Save and open the next case ({_key('next')})"
+        ),
+        PushButton(
+            name="done",
+            text="Done ✓",
+            tooltip=f"The whole case is reviewed: save it as done and open the next "
+            f"({_key('done')})",
+        ),
+    )
+    tools = _row(
+        "tools",
+        " ",
+        PushButton(
+            name="mark",
+            text="Mark slice",
+            tooltip=f"The mask on this slice is right as it is ({_key('mark')})",
+        ),
+        PushButton(
+            name="uncertain",
+            text="Uncertain slice",
+            tooltip=f"Go to the next slice the model is least sure of, not yet reviewed "
+            f"({_key('uncertain')})",
+        ),
+        PushButton(
+            name="run",
+            text="Run",
+            tooltip=f"Predict the open case again with the project's model, unless you have "
+            f"edited it ({_key('run')})",
+        ),
+        PushButton(name="cancel", text="Cancel", tooltip="Stop the background work"),
+    )
+    return nav, tools
+
+
 def project_form() -> Container:
     """Source and project folder, model, order and rounds, then the worklist's buttons."""
     source = FileEdit(
@@ -87,44 +131,7 @@ def project_form() -> Container:
         text="show Dice against the expert mask",
         tooltip="Hidden by default, so that it does not bias your corrections",
     )
-    nav = _row(
-        "nav",
-        " ",
-        PushButton(
-            name="previous", text="◀ Previous", tooltip=f"The case before ({_key('previous')})"
-        ),
-        PushButton(
-            name="next", text="Next ▶", tooltip=f"Save and open the next case ({_key('next')})"
-        ),
-        PushButton(
-            name="done",
-            text="Done ✓",
-            tooltip=f"The whole case is reviewed: save it as done and open the next "
-            f"({_key('done')})",
-        ),
-    )
-    tools = _row(
-        "tools",
-        " ",
-        PushButton(
-            name="mark",
-            text="Mark slice",
-            tooltip=f"The mask on this slice is right as it is ({_key('mark')})",
-        ),
-        PushButton(
-            name="uncertain",
-            text="Uncertain slice",
-            tooltip=f"Go to the next slice the model is least sure of, not yet reviewed "
-            f"({_key('uncertain')})",
-        ),
-        PushButton(
-            name="run",
-            text="Run",
-            tooltip=f"Predict the open case again with the project's model, unless you have "
-            f"edited it ({_key('run')})",
-        ),
-        PushButton(name="cancel", text="Cancel", tooltip="Stop the background work"),
-    )
+    nav, tools = _case_rows()
     return _narrow(
         Container(
             name="project_form",
