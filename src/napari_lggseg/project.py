@@ -7,7 +7,6 @@ A project folder holds everything the project writes; the data source is only re
     <project>/predictions/<case>.npz   the model's mask, probabilities, per-slice uncertainty
     <project>/corrections/<case>/      the person's mask in the case's own format (LGG corrections
                                        folder; NIfTI mask + sidecar), replaced whole on each save
-    <project>/models/                  fine-tuned models of the project's rounds (issue #19)
 
 The corrections folders are the truth about edits: after a kill between saving an edit and
 saving the table, :meth:`Project.open` rebuilds the table's edit columns from them. Edits that
@@ -253,10 +252,6 @@ class Project(OrderMixin, RoundsMixin):
 
     def prediction_path(self, case_id: str) -> Path:
         return self.folder / "predictions" / f"{case_id}.npz"
-
-    @property
-    def models_folder(self) -> Path:
-        return self.folder / "models"
 
     # ----------------------------------------------------------------------- cases
 
