@@ -196,21 +196,6 @@ def _segment_patient(seg, args, post, folder: Path, out_dir: Path, label: str, t
     return _row(patient.patient_id, result, d, args.spacing, flagged, target, [])
 
 
-def _network_note(seg, case) -> list[str]:
-    """Says when thin slices are resampled through-plane for the network (geometry.segment_case)."""
-    from ..geometry import resolve_slice_spacing, through_plane_slices
-
-    n, dz = case.shape[0], case.spacing[0]
-    target = resolve_slice_spacing("auto", seg.recipe)
-    n_net = through_plane_slices(n, dz, target)
-    if n_net == n:
-        return []
-    return [
-        f"{n} slices of {dz:g} mm resampled to {n_net} slices of {target:g} mm for the network; "
-        "probabilities mapped back onto every slice"
-    ]
-
-
 def _segment_scan(seg, args, post, path: Path, out_dir: Path, label: str, taken) -> dict:
     """Segment one scan case, save its mask on the scan's own grid; returns its CSV row."""
     import numpy as np
@@ -218,6 +203,7 @@ def _segment_scan(seg, args, post, path: Path, out_dir: Path, label: str, taken)
     from .. import metrics, scan_masks
     from ..cases import read_case
     from ..geometry import segment_case
+    from ..session import network_note
     from ..uncertainty import slices_to_review
 
     with warnings_as_lines():  # a very large volume is announced before it is read
@@ -230,7 +216,7 @@ def _segment_scan(seg, args, post, path: Path, out_dir: Path, label: str, taken)
     finally:
         bar.close()
     flagged = slices_to_review(result.prob)
-    notes = [*case.notes, *_network_note(seg, case)]
+    notes = [*case.notes, *network_note(seg, case.shape[0], case.spacing[0])]
     target, note = prediction_folder(out_dir, case.case_id, taken)
     _check_scan_target(target, case.case_id)
     extra = {**_flagged_extra(flagged, args, post), "notes": notes}
