@@ -15,7 +15,13 @@ import torch
 from napari_lggseg import models
 from napari_lggseg.click_sim import clicks_to_reach, farthest_from_boundary, next_click
 from napari_lggseg.click_training import ClickTrainConfig, first_masks, train_clicks
-from napari_lggseg.interactive import ClickIgnored, ClickModel, ClickSession, make_interactive
+from napari_lggseg.interactive import (
+    ClickIgnored,
+    ClickModel,
+    ClickSession,
+    click_change,
+    make_interactive,
+)
 from napari_lggseg.model_cards import card_problem
 from napari_lggseg.synthetic import make_synthetic_patient
 from napari_lggseg.train_data import TrainVolume, prepare_volumes
@@ -148,6 +154,56 @@ def test_negative_click_removes_a_false_region(click_model, patient):
     after = session.add_click(zc, cy, cx, positive=False)
     assert after[zc][disk].sum() < 0.25 * disk.sum()
     assert (after & truth).sum() > 0.8 * truth.sum()
+
+
+def test_a_click_changes_only_its_kind_and_only_what_reaches_it():
+    """The merge rule on its own: the network's re-prediction of the window adds one blob near
+    the click and one far away, and drops a correct region; a positive click takes the near blob
+    only, a negative click only removes what reaches it."""
+    old = np.zeros((5, 64, 64), bool)
+    old[:, 40:50, 40:50] = True  # correct mask elsewhere in the window
+    new = np.zeros_like(old)  # the re-prediction lost it ...
+    new[1:4, 10:16, 10:16] = True  # ... found tumour at the click ...
+    new[2, 50:60, 5:12] = True  # ... and a blob far from the click
+    added = click_change(old, new, (2, 12, 12), positive=True, radius=8)
+    assert np.array_equal(added, old | (new & (np.arange(64)[:, None] < 20)[None]))
+    removed = click_change(old, new, (2, 45, 45), positive=False, radius=3)
+    assert not removed[:, 40:50, 40:50].any() and not removed[:, :20].any()  # removal only
+    assert np.array_equal(click_change(old, new, (2, 30, 30), True, radius=3), old)
+
+
+def test_positive_clicks_never_remove_and_negative_clicks_never_add(click_model, patient):
+    image, truth = patient
+    zc = _centre_slice(truth)
+    start = truth.copy()
+    start[zc - 1 : zc + 2] = False  # missed slices, and a false disk on the one above them
+    yy, xx = np.mgrid[:128, :128]
+    ys, xs = np.nonzero(truth[zc])
+    cy, cx = 127 - int(ys.mean()), 127 - int(xs.mean())
+    start[zc - 2] |= (yy - cy) ** 2 + (xx - cx) ** 2 <= 64
+    session = ClickSession(click_model, device="cpu")
+    session.start(image, mask=start)
+    (z, y, x), positive = next_click(start[zc - 1 : zc + 2], truth[zc - 1 : zc + 2])
+    grown = session.add_click(z + zc - 1, y, x, positive=True)
+    assert (grown >= start).all() and (grown & ~start).any()
+    shrunk = session.add_click(zc - 2, cy, cx, positive=False)
+    assert (shrunk <= grown).all() and (grown & ~shrunk).any()
+
+
+def test_perturbed_first_masks_are_wrong_in_each_way():
+    from napari_lggseg.click_training import perturbed
+
+    truth = torch.zeros(64, 64)
+    truth[20:40, 24:44] = 1
+    masks = [perturbed(truth, kind, np.random.default_rng(3)).numpy() > 0 for kind in range(4)]
+    t = truth.numpy() > 0
+    grown, shrunk, missing, blob = masks
+    assert (grown >= t).all() and grown.sum() > t.sum()
+    assert (shrunk <= t).all() and 0 < shrunk.sum() < t.sum()
+    assert not missing.any()
+    assert (blob >= t).all() and blob.sum() > t.sum()
+    empty = perturbed(torch.zeros(64, 64), 3, np.random.default_rng(3)).numpy()
+    assert empty.any()  # a slice without tumour gets a false disk
 
 
 def test_undo_restores_each_mask_exactly(click_model, patient):

@@ -23,7 +23,7 @@ import torch
 
 from napari_lggseg import models
 from napari_lggseg.click_training import ClickTrainConfig, first_masks, train_clicks
-from napari_lggseg.interactive import ClickEncoding, make_interactive
+from napari_lggseg.interactive import ClickEncoding, ClickModel, make_interactive
 from napari_lggseg.preprocess import Recipe
 from napari_lggseg.train_data import TrainVolume, load_volumes, prepare_volumes
 
@@ -42,6 +42,11 @@ def parse_args(argv=None):
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--max-clicks", type=int, default=3)
+    ap.add_argument("--perturb", type=float, default=ClickTrainConfig.perturb)
+    ap.add_argument("--error-weight", type=float, default=ClickTrainConfig.error_weight)
+    ap.add_argument(
+        "--continue-from", default=None, help="an interactive model (name or folder) to go on from"
+    )
     ap.add_argument("--window", type=int, default=ClickEncoding.window)
     ap.add_argument("--sigma-px", type=float, default=ClickEncoding.sigma_px)
     ap.add_argument("--sigma-slices", type=float, default=ClickEncoding.sigma_slices)
@@ -66,9 +71,14 @@ def training_volumes(args) -> list[TrainVolume]:
 def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    base_net, base = models.load_model(args.base)
-    enc = ClickEncoding(args.sigma_px, args.sigma_slices, args.window)
-    net, card = make_interactive(base_net, dict(base.card, name=base.name), enc)
+    if args.continue_from:  # its click encoding and first step; a fresh optimiser
+        start = ClickModel.from_store(args.continue_from)
+        net, card, enc = start.net, dict(start.card, parent=start.name), start.encoding
+        base_net, base = models.load_model(start.first_step)
+    else:
+        base_net, base = models.load_model(args.base)
+        enc = ClickEncoding(args.sigma_px, args.sigma_slices, args.window)
+        net, card = make_interactive(base_net, dict(base.card, name=base.name), enc)
     recipe = Recipe.from_dict(card["preprocessing"])
     volumes = training_volumes(args)
     data = prepare_volumes(volumes, recipe)
@@ -80,6 +90,8 @@ def main(argv=None) -> None:
         batch_size=args.batch_size,
         lr=args.lr,
         max_clicks=args.max_clicks,
+        perturb=args.perturb,
+        error_weight=args.error_weight,
         seed=args.seed,
     )
     result = train_clicks(net, recipe, enc, data, masks, cfg, log=lambda s: print(s, flush=True))
@@ -89,7 +101,7 @@ def main(argv=None) -> None:
             "volumes": len(volumes),
             "first_masks": f"{base.name} on the same slices",
         },
-        hyperparameters=dict(cfg.to_dict(), loss="dice+bce", batchnorm="frozen"),
+        hyperparameters=dict(cfg.to_dict(), loss="dice + error-weighted bce", batchnorm="frozen"),
         training=dict(result, torch=torch.__version__),
         metrics={},
         history=result.pop("history"),

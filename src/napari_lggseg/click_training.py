@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from scipy import ndimage
 
 from .click_sim import next_click
 from .interactive import ClickEncoding, stamp
@@ -35,6 +37,8 @@ class ClickTrainConfig:
     neighbour_fraction: float = 0.3
     tumour_fraction: float = 0.6
     substitute: float = 0.2
+    perturb: float = 0.5  # share of samples whose first mask is replaced by a perturbed truth
+    error_weight: float = 4.0  # extra BCE weight on the pixels the input mask gets wrong
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -55,6 +59,40 @@ def first_masks(net, data: list[PreparedVolume], batch: int = 32) -> list[torch.
     return out
 
 
+def perturbed(truth: torch.Tensor, kind: int, rng: np.random.Generator) -> torch.Tensor:
+    """A wrong first mask made from the truth (S, S): grown or shrunk by 1-6 pixels, missing,
+    or with a false copy of the lesion beside it. The automatic model's masks of the training
+    patients are nearly right, so without these the clicks would rarely have much to fix."""
+    t = truth.numpy() >= 0.5
+    k = int(rng.integers(1, 7))
+    if kind == 0:
+        out = ndimage.binary_dilation(t, iterations=k)
+    elif kind == 1:
+        out = ndimage.binary_erosion(t, iterations=k)
+    elif kind == 2:
+        out = np.zeros_like(t)
+    else:
+        dy, dx = (int(v) * int(rng.choice([-1, 1])) for v in rng.integers(12, 40, size=2))
+        blob = np.roll(t, (dy, dx), axis=(0, 1))
+        if not t.any():  # a slice without tumour: a false disk in the middle of the grid
+            yy, xx = np.ogrid[: t.shape[0], : t.shape[1]]
+            cy, cx = (int(v) for v in rng.integers(t.shape[0] // 4, 3 * t.shape[0] // 4, size=2))
+            blob = (yy - cy) ** 2 + (xx - cx) ** 2 <= int(rng.integers(4, 12)) ** 2
+        out = t | blob
+    return torch.from_numpy(out.astype(np.uint8))
+
+
+def click_loss(logits: torch.Tensor, y: torch.Tensor, inp_mask, error_weight: float):
+    """Dice + BCE, the BCE weighted ``1 + error_weight`` on the pixels the input mask gets wrong
+    (what the clicks are there to fix; the rest of the slice is mostly right already)."""
+    if error_weight <= 0:
+        return seg_loss(logits, y)
+    weight = 1 + error_weight * ((inp_mask >= 0.5) != (y >= 0.5)).float()
+    logits = logits.float()
+    bce = F.binary_cross_entropy_with_logits(logits[:, 0], y, weight=weight)
+    return seg_loss(logits, y, "dice") + bce
+
+
 def _batch(data, masks, pool, rng, gen, cfg, recipe, window):
     """Augmented (B, C+3, S, S) images + [first mask, neighbour truth, neighbour first mask],
     the targets (B, S, S), and each sample's neighbour offset."""
@@ -66,7 +104,12 @@ def _batch(data, masks, pool, rng, gen, cfg, recipe, window):
         if window > 0 and rng.random() < cfg.neighbour_fraction:
             d = int(rng.integers(1, window + 1)) * (1 if rng.random() < 0.5 else -1)
         zn = min(max(z + d, 0), n - 1)
-        extra = torch.stack([masks[i][z], data[i].y[zn], masks[i][zn]]).float()
+        first, first_n = masks[i][z], masks[i][zn]
+        if rng.random() < cfg.perturb:
+            kind, seed = int(rng.integers(4)), int(rng.integers(2**31))
+            first = perturbed(data[i].y[z], kind, np.random.default_rng(seed))
+            first_n = perturbed(data[i].y[zn], kind, np.random.default_rng(seed))
+        extra = torch.stack([first, data[i].y[zn], first_n]).float()
         rows.append(torch.cat([data[i].x[z].float(), extra]))
         ys.append(data[i].y[z].float())
         offsets.append(zn - z)
@@ -135,7 +178,7 @@ def train_clicks(
         xb, yb, offsets = _batch(data, masks, pool, rng, gen, cfg, recipe, enc.window)
         rounds = int(rng.integers(1, cfg.max_clicks + 1))
         inp = simulate_rounds(net, xb, yb, offsets, rounds, enc, recipe.in_channels)
-        loss = seg_loss(net(inp), yb)
+        loss = click_loss(net(inp), yb, inp[:, -1], cfg.error_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)

@@ -3,7 +3,8 @@
 The interactive network is the automatic U-Net with three more input channels (DeepEdit /
 DeepGrow style): a positive-click map, a negative-click map (Gaussians on the network's grid,
 fading over neighbouring slices) and the current mask. A click recomputes only the slices within
-``window`` of it, merges them into the mask, and never changes a slice painted by hand; every
+``window`` of it and merges only changes of its kind that reach it (a positive click adds, a
+negative one removes); it never changes a slice painted by hand, and every
 click can be undone exactly (a slice painted since keeps its paint). The first mask comes from
 the automatic model (the card's ``first_step``) unless the caller gives one. No Qt, no napari.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from .click_jobs import ClickIgnored, check_click
 from .devices import resolve_device
@@ -61,6 +63,21 @@ def stamp(plane: np.ndarray, gy: float, gx: float, weight: float, sigma: float) 
         return
     sub = patch[y0 - cy + r : y1 - cy + r, x0 - cx + r : x1 - cx + r] * weight
     np.maximum(plane[y0:y1, x0:x1], sub, out=plane[y0:y1, x0:x1])
+
+
+def click_change(old, new, at, positive: bool, radius: float) -> np.ndarray:
+    """The window's mask after a click: of the network's changes ``new`` vs ``old`` only those of
+    the click's kind (a positive click adds, a negative one removes), in 3-D regions that reach
+    the click's disk (``radius`` voxels in-plane, on its slice or one either side). A click so never
+    takes away correct mask elsewhere, which re-predicting the whole window did."""
+    change = (new & ~old) if positive else (old & ~new)
+    labels, _ = ndimage.label(change)
+    z, y, x = at
+    yy, xx = np.ogrid[: old.shape[1], : old.shape[2]]
+    disk = (yy - y) ** 2 + (xx - x) ** 2 <= radius**2
+    reached = np.unique(labels[max(0, z - 1) : z + 2][:, disk])
+    keep = np.isin(labels, reached[reached > 0])
+    return (old | keep) if positive else (old & ~keep)
 
 
 def make_interactive(net: torch.nn.Module, card: dict, encoding: ClickEncoding | None = None):
@@ -278,8 +295,10 @@ class ClickSession:
         z, _, _, positive = click
         self._stamp(z, gy, gx, positive)
         lo, hi = self._window(z)
-        new = self._predict(lo, hi)
         old = self._mask[lo:hi].copy()
+        g = self._geom
+        radius = 6 * self.encoding.sigma_px * g.side / g.size  # voxels: twice the stamp's reach
+        new = click_change(old, self._predict(lo, hi), (z - lo, *click[1:3]), positive, radius)
         for zz in self._locked:
             if lo <= zz < hi:
                 new[zz - lo] = old[zz - lo]
