@@ -50,6 +50,7 @@ def parse_args(argv=None):
     ap.add_argument("--window", type=int, default=ClickEncoding.window)
     ap.add_argument("--sigma-px", type=float, default=ClickEncoding.sigma_px)
     ap.add_argument("--sigma-slices", type=float, default=ClickEncoding.sigma_slices)
+    ap.add_argument("--snapshot-every", type=int, default=500, help="steps between snapshots")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--synthetic", action="store_true", help="synthetic patients (smoke test)")
@@ -94,7 +95,30 @@ def main(argv=None) -> None:
         error_weight=args.error_weight,
         seed=args.seed,
     )
-    result = train_clicks(net, recipe, enc, data, masks, cfg, log=lambda s: print(s, flush=True))
+
+    def snapshot(step: int) -> None:  # runs/snapshots/<name>-step<k>: the weights so far
+        part = dict(card, training={"steps": step, "snapshot_of": args.name})
+        for key in ("created", "sha256", "name"):
+            part.pop(key, None)
+        models.save_model(
+            net.state_dict(),
+            part,
+            f"{args.name}-step{step}",
+            HERE.parent / "runs" / "snapshots",
+            half=True,
+        )
+
+    result = train_clicks(
+        net,
+        recipe,
+        enc,
+        data,
+        masks,
+        cfg,
+        log=lambda s: print(s, flush=True),
+        snapshot=snapshot,
+        snapshot_every=args.snapshot_every,
+    )
     card.update(
         training_data={
             "patients": sorted(v.patient_id for v in volumes),

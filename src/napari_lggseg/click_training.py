@@ -160,9 +160,19 @@ def _lr(cfg: ClickTrainConfig, step: int, fraction: float) -> float:
 
 
 def train_clicks(
-    net, recipe: Recipe, enc: ClickEncoding, data, masks, cfg: ClickTrainConfig, log=print
+    net,
+    recipe: Recipe,
+    enc: ClickEncoding,
+    data,
+    masks,
+    cfg: ClickTrainConfig,
+    log=print,
+    snapshot=None,
+    snapshot_every: int = 500,
 ) -> dict:
-    """Fine-tune ``net`` (in place, BatchNorm frozen) and return what happened, for the card."""
+    """Fine-tune ``net`` (in place, BatchNorm frozen) and return what happened, for the card.
+    ``snapshot(step)`` is called every ``snapshot_every`` steps (keep the weights of a long run
+    and measure it on validation while it goes on)."""
     rng, gen = np.random.default_rng(cfg.seed), torch.Generator().manual_seed(cfg.seed)
     pool = SlicePool.of(data)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
@@ -194,6 +204,8 @@ def train_clicks(
             history.append(rec)
             if log:
                 log(f"step {step}/{cfg.steps}  loss {rec['loss']:.4f}  {rec['seconds']:.0f} s")
+        if snapshot is not None and step % snapshot_every == 0 and step < cfg.steps:
+            snapshot(step)
     return {
         "steps": step,
         "seconds": round(time.perf_counter() - t0, 1),
