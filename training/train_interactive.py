@@ -50,6 +50,12 @@ def parse_args(argv=None):
     ap.add_argument("--window", type=int, default=ClickEncoding.window)
     ap.add_argument("--sigma-px", type=float, default=ClickEncoding.sigma_px)
     ap.add_argument("--sigma-slices", type=float, default=ClickEncoding.sigma_slices)
+    ap.add_argument(
+        "--fold-models",
+        nargs="*",
+        help="first masks from these fold models, each patient by one "
+        "that did not train on it (default: the base model's masks)",
+    )
     ap.add_argument("--snapshot-every", type=int, default=500, help="steps between snapshots")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -69,6 +75,21 @@ def training_volumes(args) -> list[TrainVolume]:
     return load_volumes([args.data / p for p in splits["train"]])
 
 
+def held_out_masks(folders: list[str], data) -> tuple[list, str]:
+    """Each volume's first mask from a fold model that did not train on it: the errors a model
+    makes on patients it never saw, which the automatic model's masks of its own training
+    patients lack (it fits them too well to leave clicks much to fix)."""
+    folds = [models.load_model(f) for f in folders]
+    masks = []
+    for d in data:
+        unseen = [n for n, i in folds if d.patient_id not in i.card["training_data"]["patients"]]
+        if not unseen:
+            raise SystemExit(f"{d.patient_id}: every fold model trained on it")
+        masks += first_masks(unseen[0], [d])
+    names = ", ".join(i.name for _, i in folds)
+    return masks, f"held out: each patient by the fold model ({names}) that did not train on it"
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -83,8 +104,15 @@ def main(argv=None) -> None:
     recipe = Recipe.from_dict(card["preprocessing"])
     volumes = training_volumes(args)
     data = prepare_volumes(volumes, recipe)
-    masks = first_masks(base_net, data)
-    print(f"{len(data)} volumes prepared; first masks from {base.name}", flush=True)
+    masks, source = (
+        held_out_masks(args.fold_models, data)
+        if args.fold_models
+        else (
+            first_masks(base_net, data),
+            f"{base.name} on the same slices",
+        )
+    )
+    print(f"{len(data)} volumes prepared; first masks from {source}", flush=True)
     cfg = ClickTrainConfig(
         steps=args.steps,
         minutes=args.minutes,
@@ -123,7 +151,7 @@ def main(argv=None) -> None:
         training_data={
             "patients": sorted(v.patient_id for v in volumes),
             "volumes": len(volumes),
-            "first_masks": f"{base.name} on the same slices",
+            "first_masks": source,
         },
         hyperparameters=dict(cfg.to_dict(), loss="dice + error-weighted bce", batchnorm="frozen"),
         training=dict(result, torch=torch.__version__),
