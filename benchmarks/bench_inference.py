@@ -18,6 +18,9 @@ few slices (warm-up). Run on an idle machine::
     .venv/bin/python benchmarks/bench_inference.py                      # 5 patients, ~2-3 min on 2 cores
     .venv/bin/python benchmarks/bench_inference.py --patients 1         # smoke test
     .venv/bin/python benchmarks/bench_inference.py --model lgg-fast --json bench.json
+    # two models side by side, alternating, in one run:
+    .venv/bin/python benchmarks/bench_inference.py \
+        --engines ours:lgg-fast,ours:lgg-multisite,ours:lgg-fast,ours:lgg-multisite
 """
 
 from __future__ import annotations
@@ -133,6 +136,8 @@ def worker(engine: str, patients: list[str], model: str | None, device: str, thr
     from napari_lggseg import lgg_io
 
     torch.set_num_threads(threads)
+    if engine.startswith("ours:"):  # ours:MODEL, to time two models side by side in one run
+        engine, model = "ours", engine.split(":", 1)[1]
     run, desc, dev = _ours(model, device) if engine == "ours" else _reference(device)
 
     def sync():
@@ -255,22 +260,25 @@ def main(argv=None) -> int:
             raise SystemExit(f"the {engine} engine failed (exit code {proc.returncode})")
         res = json.loads(proc.stdout.strip().splitlines()[-1])
         res["wall_s"] = time.perf_counter() - t0
+        repeat = sum(r["name"].split("#")[0] == engine for r in results)
+        res["name"] = engine if not repeat else f"{engine}#{repeat + 1}"
         results.append(res)
-        print(f"{engine}: {res['description']} ({res['device']}, {res['threads']} threads)")
+        print(f"{res['name']}: {res['description']} ({res['device']}, {res['threads']} threads)")
 
     print()
-    header = f"{'patient':<24}{'slices':>7}" + "".join(f"{r['engine'] + ' s':>14}" for r in results)
+    w = max(14, *(len(r["name"]) + 4 for r in results))
+    header = f"{'patient':<24}{'slices':>7}" + "".join(f"{r['name'] + ' s':>{w}}" for r in results)
     print(header)
     for i in range(len(patients)):
         row = results[0]["rows"][i]
         print(
             f"{row['patient']:<24}{row['slices']:>7}"
-            + "".join(f"{r['rows'][i]['total_s']:>14.2f}" for r in results)
+            + "".join(f"{r['rows'][i]['total_s']:>{w}.2f}" for r in results)
         )
     print()
     summary = {}
     print(
-        f"{'engine':<12}{'mean s/vol':>12}{'median':>9}{'ms/slice':>10}{'read':>7}{'segment':>9}{'write':>7}"
+        f"{'engine':<22}{'mean s/vol':>12}{'median':>9}{'ms/slice':>10}{'read':>7}{'segment':>9}{'write':>7}"
         f"{'peak RSS MB':>13}"
     )
     for r in results:
@@ -286,11 +294,20 @@ def main(argv=None) -> int:
             },
             "peak_rss_mb": r["peak_rss_mb"],
         }
-        summary[r["engine"]] = s
+        summary[r["name"]] = s
         print(
-            f"{r['engine']:<12}{s['mean_s']:>12.2f}{s['median_s']:>9.2f}{s['ms_per_slice']:>10.1f}"
+            f"{r['name']:<22}{s['mean_s']:>12.2f}{s['median_s']:>9.2f}{s['ms_per_slice']:>10.1f}"
             f"{s['read']:>7.2f}{s['segment']:>9.2f}{s['write']:>7.2f}{s['peak_rss_mb']:>13.0f}"
         )
+    pooled = {}  # ours:MODEL engines, repeats pooled: mean seconds per volume
+    for r in results:
+        if r["name"].startswith("ours:"):
+            pooled.setdefault(r["name"].split("#")[0], []).extend(x["total_s"] for x in r["rows"])
+    if len(pooled) == 2:
+        (a, ta), (b, tb) = pooled.items()
+        ratio = statistics.fmean(tb) / statistics.fmean(ta)
+        print(f"\n{b} / {a}: {ratio:.2f} (mean seconds per volume, repeats pooled)")
+        summary["ratio_second_over_first"] = ratio
     if "ours" in summary and "reference" in summary:
         ratio = summary["reference"]["mean_s"] / summary["ours"]["mean_s"]
         print(f"\nreference / ours: {ratio:.1f}x (mean seconds per volume, end to end)")
