@@ -17,16 +17,20 @@ random mix of site differences (``napari_lggseg.site_shift.random_site_shift``: 
 thin slices, coarser in-plane resolution, bias field, gamma, noise, raw integers / 0-255 /
 z-scored storage), so with N=1 half the sampled slices are shifted. ``--val-shift-copies M`` adds
 M shifted copies of each validation patient (another seed) to the validation set that picks the
-checkpoint, so the choice weighs clean and shifted scans alike. The shipped ``lgg-site``
-(role ``other-sites``; training/SITE_SHIFT.md) was trained as::
+checkpoint, so the choice weighs clean and shifted scans alike. The shipped default
+``lgg-multisite`` (training/SITE_SHIFT.md) is ``lgg-fast`` continued twice this way::
 
-    python training/train_shipped.py --name lgg-site-shift --continue-from lgg-fast \
-        --recipe robust-zscore --shift-copies 1 --val-shift-copies 1 --epochs 8 \
-        --steps-per-epoch 50 --val-every 2 --minutes 60 --lr 0.0005 --warmup-steps 30 \
+    python training/train_shipped.py --name lgg-site-long --continue-from lgg-fast \
+        --recipe robust-zscore --shift-copies 1 --val-shift-copies 1 --epochs 12 \
+        --steps-per-epoch 50 --val-every 2 --lr 0.0005 --warmup-steps 30 --batch-size 16 \
+        --substitute 0.4 --seed 0 --threads 1 --device cpu --role none --out-root runs/models
+    python training/train_shipped.py --name lgg-site-long2 \
+        --continue-from training/continued/lgg-site-long --recipe robust-zscore \
+        --shift-copies 1 --val-shift-copies 1 --epochs 36 --steps-per-epoch 50 --val-every 4 \
+        --minutes 95 --lr 0.0003 --warmup-steps 30 --batch-size 16 --substitute 0.4 --seed 1 \
         --threads 1 --device cpu --role none --out-root runs/models
 
-(``--deadline 10:48`` cut it to 158 steps on a busy shared machine; the control run is the same
-with ``--shift-copies 0``.)
+(the first one's weights are committed in training/continued/lgg-site-long/).
 """
 
 from __future__ import annotations
