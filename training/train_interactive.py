@@ -5,9 +5,18 @@ clicks, current mask) whose first-layer weights start at zero, so training start
 the base model; then ``napari_lggseg.click_training.train_clicks`` fine-tunes it with iterated
 simulated clicks (the standard protocol, ``napari_lggseg.click_sim``) on the training patients
 of training/splits.json. The budget is a number of steps (and optionally minutes); the test split
-is not read here (benchmarks/bench_clicks.py measures on it). The shipped model::
+is not read here (benchmarks/bench_clicks.py measures on it). The shipped ``lgg-clicks``: 170
+steps from ``lgg-fast`` (session 4, perturb 0 and error weight 0, the defaults then), then the
+step-500 snapshot of::
 
-    nice -n 10 python training/train_interactive.py --name lgg-clicks --steps 400 --threads 2
+    python training/train_interactive.py --continue-from lgg-clicks --name lgg-clicks-v2 \
+        --out-root runs/click_models --steps 4000 --minutes 72 --batch-size 8 --lr 5e-4 \
+        --max-clicks 3 --perturb 0.5 --error-weight 4 --snapshot-every 500 --threads 1 --seed 1
+
+chosen on the validation split (``bench_clicks.py --split validation``); ``--continue-from`` took
+the session-4 weights (git history, sha256 853bd494...). The schedule follows steps or minutes,
+whichever is further along, so a rerun on another machine is close, not bit-identical. Snapshots go to
+runs/snapshots/<name>-step<k> every ``--snapshot-every`` steps.
 
 ``--synthetic`` trains on synthetic patients instead (a smoke test of the script).
 """
@@ -153,7 +162,11 @@ def main(argv=None) -> None:
             "volumes": len(volumes),
             "first_masks": source,
         },
-        hyperparameters=dict(cfg.to_dict(), loss="dice + error-weighted bce", batchnorm="frozen"),
+        hyperparameters=dict(
+            cfg.to_dict(),
+            loss="dice + error-weighted bce" if cfg.error_weight > 0 else "dice+bce",
+            batchnorm="frozen",
+        ),
         training=dict(result, torch=torch.__version__),
         metrics={},
         history=result.pop("history"),
