@@ -83,14 +83,14 @@ def _ours(model_name: str | None, device: str):
             name = None
     if name is not None:
         seg = Segmenter.from_store(name, device=device, fallback=False)
-        post = models.get_model(seg.name).card.get("postprocessing", {}).get("method") or "min-size"
         label = name
     else:
         recipe = Recipe()
         seg = Segmenter(
             UNet(recipe.in_channels, 1, 16), recipe, device, name="untrained", fallback=False
         )
-        post, label = "min-size", "untrained UNet(5,1,16)"
+        label = "untrained UNet(5,1,16)"
+    post = seg.default_postprocess  # the card's method (from_store), else the package default
     r = seg.recipe
     desc = (
         f"{label}: {r.name} {r.size}px, {r.in_channels} channels, width {seg.model.width}, "

@@ -577,7 +577,7 @@ def summary_lines(sim, base_site, base_lgg, timings) -> list[str]:
             f" the LGG validation patients {_signed(np.mean(dl))} ({_per_draw(dl)}); target ≥"
             " +0.05 and ≥ −0.01."
         )
-    out += [line for line in timing_lines(timings, None)[2:]]
+    out += timing_lines(timings, None)[2:]
     return out
 
 

@@ -99,6 +99,13 @@ def held_out_masks(folders: list[str], data) -> tuple[list, str]:
     return masks, f"held out: each patient by the fold model ({names}) that did not train on it"
 
 
+def fresh_card(card: dict, **fields) -> dict:
+    """The card with ``fields`` for a new model folder, without the start model's creation
+    date, hash and name (``models.save_model`` would keep its date)."""
+    stale = ("created", "sha256", "name")
+    return {k: v for k, v in {**card, **fields}.items() if k not in stale}
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -113,14 +120,10 @@ def main(argv=None) -> None:
     recipe = Recipe.from_dict(card["preprocessing"])
     volumes = training_volumes(args)
     data = prepare_volumes(volumes, recipe)
-    masks, source = (
-        held_out_masks(args.fold_models, data)
-        if args.fold_models
-        else (
-            first_masks(base_net, data),
-            f"{base.name} on the same slices",
-        )
-    )
+    if args.fold_models:
+        masks, source = held_out_masks(args.fold_models, data)
+    else:
+        masks, source = first_masks(base_net, data), f"{base.name} on the same slices"
     print(f"{len(data)} volumes prepared; first masks from {source}", flush=True)
     cfg = ClickTrainConfig(
         steps=args.steps,
@@ -134,12 +137,9 @@ def main(argv=None) -> None:
     )
 
     def snapshot(step: int) -> None:  # runs/snapshots/<name>-step<k>: the weights so far
-        part = dict(card, training={"steps": step, "snapshot_of": args.name})
-        for key in ("created", "sha256", "name"):
-            part.pop(key, None)
         models.save_model(
             net.state_dict(),
-            part,
+            fresh_card(card, training={"steps": step, "snapshot_of": args.name}),
             f"{args.name}-step{step}",
             HERE.parent / "runs" / "snapshots",
             half=True,
@@ -156,7 +156,8 @@ def main(argv=None) -> None:
         snapshot=snapshot,
         snapshot_every=args.snapshot_every,
     )
-    card.update(
+    card = fresh_card(
+        card,
         training_data={
             "patients": sorted(v.patient_id for v in volumes),
             "volumes": len(volumes),
@@ -176,8 +177,6 @@ def main(argv=None) -> None:
         "not an automatic model, not for diagnosis",
         splits="training/splits.json",
     )
-    for key in ("created", "sha256", "name"):
-        card.pop(key, None)
     info = models.save_model(net.state_dict(), card, args.name, root=args.out_root, half=True)
     print(
         f"saved {info.path} after {result['steps']} steps in {result['seconds']:.0f} s", flush=True

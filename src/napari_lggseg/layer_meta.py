@@ -151,13 +151,18 @@ def spacing_of(layer) -> tuple[float, ...] | None:
     return None if s is None else tuple(float(v) for v in s)
 
 
+def _click_rows(clicks) -> list[list]:
+    """``[[z, y, x, positive], ...]`` as plain ints and bools (JSON and napari metadata alike)."""
+    return [[int(z), int(y), int(x), bool(p)] for z, y, x, p in clicks]
+
+
 def sidecar_fields(meta: Mapping) -> dict:
     """What a mask's metadata adds to its saved sidecar beyond the review fields: ``clicks``
     (``[[z, y, x, positive], ...]``, voxel indices) when click correction was used."""
     clicks = meta.get("clicks")
     if not clicks:
         return {}
-    return {"clicks": [[int(z), int(y), int(x), bool(p)] for z, y, x, p in clicks]}
+    return {"clicks": _click_rows(clicks)}
 
 
 def fields_from_sidecar(sidecar: Mapping) -> dict:
@@ -165,7 +170,7 @@ def fields_from_sidecar(sidecar: Mapping) -> dict:
     from its sidecar, so saving it again keeps its clicks."""
     clicks = sidecar.get("clicks") or []
     try:
-        return {"clicks": [[int(z), int(y), int(x), bool(p)] for z, y, x, p in clicks]}
+        return {"clicks": _click_rows(clicks)}
     except (TypeError, ValueError):  # a hand-edited sidecar: the mask still opens
         return {}
 
