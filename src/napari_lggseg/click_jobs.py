@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .layer_meta import Role, read_meta
+from .layer_meta import Role, is_paintable, read_meta
 
 
 class ClickIgnored(ValueError):
@@ -107,9 +107,7 @@ def mask_layers(layers) -> list:
     """The Labels layers a click can correct: patients' predictions and corrections."""
     roles = (Role.PREDICTION.value, Role.CORRECTIONS.value)
     return [
-        lyr
-        for lyr in layers
-        if (read_meta(lyr) or {}).get("role") in roles and hasattr(lyr.events, "paint")
+        lyr for lyr in layers if (read_meta(lyr) or {}).get("role") in roles and is_paintable(lyr)
     ]
 
 

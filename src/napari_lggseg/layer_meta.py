@@ -175,6 +175,11 @@ def fields_from_sidecar(sidecar: Mapping) -> dict:
         return {}
 
 
+def is_paintable(layer) -> bool:
+    """A layer a person paints on (napari's Labels, by its ``paint`` event: no napari import)."""
+    return hasattr(getattr(layer, "events", None), "paint")
+
+
 def unwrap_viewer(viewer):
     """napari hands dock widgets and plugins a ``PublicOnlyProxy``; runs and review records are
     bound to the viewer and its layers by identity, so keep the object itself (and use only its

@@ -27,17 +27,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .layer_meta import MASK_ROLES, read_meta, unwrap_viewer
+from .layer_meta import MASK_ROLES, is_paintable, read_meta, unwrap_viewer
 
 
 def is_tracked(layer) -> bool:
     """A Labels layer of an LGG patient whose slices can be reviewed."""
     lgg = read_meta(layer)
-    return (
-        bool(lgg)
-        and lgg.get("role") in MASK_ROLES
-        and hasattr(getattr(layer, "events", None), "paint")
-    )
+    return bool(lgg) and lgg.get("role") in MASK_ROLES and is_paintable(layer)
 
 
 def reviewed_slices(layer) -> list[int]:

@@ -9,7 +9,7 @@ import time
 import numpy as np
 from qtpy.QtCore import QTimer
 
-from ..layer_meta import read_meta
+from ..layer_meta import is_paintable, read_meta
 from ..project import ProjectWriteError
 from ..project_store import now_iso
 from ..review import reviewed_slices
@@ -50,7 +50,7 @@ class CasesMixin:
             return True
         snapshot = self.autosave.snapshot()
         for layer in self.case_layers:
-            if layer is not None and _is_labels(layer):
+            if layer is not None and is_paintable(layer):
                 layer.editable = False  # edits made while the next case loads would be lost
         self._opening, self._open_started = case_id, time.perf_counter()
         self._say(f"Opening {case_id}…")
@@ -92,7 +92,7 @@ class CasesMixin:
     def _on_open_failed(self, exc) -> None:
         case_id, self._opening = self._opening, None
         for layer in self.case_layers:
-            if _is_labels(layer):
+            if is_paintable(layer):
                 layer.editable = True
         self._say(f"Cannot open {case_id}: {exc}")
         self._refresh()
@@ -318,10 +318,6 @@ class CasesMixin:
         self.go_to_slice(z)
         self._say(f"Slice {z}: {u[z]:.0f} uncertain voxels; {len(ranked)} such slices unreviewed.")
         return z
-
-
-def _is_labels(layer) -> bool:
-    return hasattr(getattr(layer, "events", None), "paint")
 
 
 def _refill_image(layer, data, kwargs) -> bool:
